@@ -22,7 +22,7 @@ using EigenVector = Eigen::Matrix<std::remove_const_t<T>, Eigen::Dynamic, 1>;
 template <class T>
 auto as_eigen_matrix(TensorView<T, 2, cpu> v) {
   using Base = std::conditional_t<std::is_const_v<T>, const EigenRowMajorMatrix<T>, EigenRowMajorMatrix<T>>;
-  return Eigen::Map<Base, Eigen::Aligned16>(v.data(), v.extent(0), v.extent(1));
+  return Eigen::Map<Base>(v.data(), v.extent(0), v.extent(1));  // slices need not be aligned
 }
 /// Any view reshaped to rows x cols (rows * cols must equal its size) as an Eigen matrix map.
 template <class T, std::size_t Rank>

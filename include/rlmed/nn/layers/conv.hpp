@@ -1,0 +1,165 @@
+// rlmed/nn/layers/conv.hpp — N-dimensional convolution (1D/2D/3D) with run-time stride,
+// padding and dilation; forward and backward side by side.
+//
+// Design: im2col + GEMM through Eigen maps, one sample at a time (Eigen parallelises the GEMM
+// over OpenMP threads; im2col and col2im are parallel and deterministic, see window.hpp).
+// Pointwise kernels (1x1, stride 1, no padding) skip im2col: the input already is the column
+// matrix. The column buffers live in the module and are reused, so steady-state calls do not
+// allocate. Weight layout [Out, In, k...] and bias [Out], as in PyTorch.
+//
+//   x  [B, In,  spatial_in...]       y  [B, Out, spatial_out...]
+//   W  [Out, In * k^Dims]            col [In * k^Dims, prod(spatial_out)]
+//   y_b = W col_b + bias;  dW += dy_b col_b^T;  db += rowsum(dy_b);  dx_b = col2im(W^T dy_b)
+#pragma once
+
+#include <array>
+
+#include "rlmed/core/interop.hpp"
+#include "rlmed/nn/init.hpp"
+#include "rlmed/nn/layers/window.hpp"
+#include "rlmed/nn/module.hpp"
+
+namespace rlmed::nn {
+
+template <int Dims>
+struct ConvConfig : WindowConfig<Dims> {
+  bool bias = true;
+  ConvConfig() = default;
+  ConvConfig(index_t s, index_t p, index_t d = 1, bool with_bias = true)
+      : WindowConfig<Dims>(s, p, d), bias(with_bias) {}
+  /// Padding that keeps the spatial size at stride 1: dilation * (k - 1) / 2 (odd k).
+  static ConvConfig same(index_t kernel, index_t dilation = 1) {
+    return ConvConfig(1, dilation * (kernel - 1) / 2, dilation);
+  }
+};
+
+template <int Dims, index_t In, index_t Out, index_t K, class T>
+class ConvModule {
+  static_assert(Dims >= 1 && Dims <= 3, "Conv supports 1D, 2D and 3D");
+  static_assert(In >= 1 && Out >= 1 && K >= 1, "Conv needs positive channels and kernel size");
+
+ public:
+  using value_type = T;
+  static constexpr std::size_t in_rank = Dims + 2;
+  static constexpr std::size_t out_rank = Dims + 2;
+  using Config = ConvConfig<Dims>;
+  using WeightShape = Shape<Dims + 2>;
+
+  struct Cache {
+    TensorView<const T, in_rank> x;
+    Tensor<T, out_rank> y;
+    Tensor<T, in_rank> dx;
+  };
+
+  explicit ConvModule(Config cfg = {}) : config(cfg) {
+    WeightShape ws{};
+    ws[0] = Out;
+    ws[1] = In;
+    for (int a = 0; a < Dims; ++a) ws[2 + a] = K;
+    weight.reset(ws);
+    bias.reset(Shape<1>{config.bias ? Out : 0});
+  }
+
+  /// PyTorch's default: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+  void initialize(PhiloxStream& rng) {
+    const double bound = 1.0 / std::sqrt(double(In) * std::pow(double(K), Dims));
+    fill_uniform(weight.value.view(), rng, T(-bound), T(bound));
+    if (config.bias) fill_uniform(bias.value.view(), rng, T(-bound), T(bound));
+  }
+
+  Shape<out_rank> output_shape(const Shape<in_rank>& in) const {
+    RLMED_CHECK(in[1] == In, "Conv<", Dims, ", ", In, ", ", Out, ", ", K, ">: input has ", in[1],
+                " channels, expected ", In, " (input shape ", in, ")");
+    const Window3 w = window(in);
+    Shape<out_rank> out{};
+    out[0] = in[0];
+    out[1] = Out;
+    for (int a = 0; a < Dims; ++a) out[2 + a] = w.out[3 - Dims + a];
+    return out;
+  }
+
+  TensorView<const T, out_rank> forward(Context&, TensorView<const T, in_rank> x, Cache& cache) {
+    const index_t batch = detail::batch_of(x, "Conv");
+    cache.x = x;
+    cache.y.resize(output_shape(x.shape()));
+    const Window3 w = window(x.shape());
+    const index_t P = w.out_size(), KV = In * w.kernel_size();
+    const auto W = as_eigen_matrix(weight.value.view(), Out, KV);
+    for (index_t b = 0; b < batch; ++b) {
+      auto yb = as_eigen_matrix(cache.y.view()[b], Out, P);
+      if (w.is_pointwise()) {
+        yb.noalias() = W * as_eigen_matrix(x[b], In, P);
+      } else {
+        col_.resize(Shape<2>{KV, P});
+        im2col(x[b].data(), In, w, col_.data());
+        yb.noalias() = W * as_eigen_matrix(col_.view());
+      }
+      if (config.bias) yb.colwise() += as_eigen_vector(bias.value.view());
+    }
+    return cache.y.view();
+  }
+
+  TensorView<const T, in_rank> backward(Context& ctx, Cache& cache, TensorView<const T, out_rank> dy) {
+    detail::check_grad_shape(dy, cache.y.shape(), "Conv");
+    const auto x = cache.x;
+    const index_t batch = x.extent(0);
+    const Window3 w = window(x.shape());
+    const index_t P = w.out_size(), KV = In * w.kernel_size();
+    const auto W = as_eigen_matrix(weight.value.view(), Out, KV);
+    auto dW = as_eigen_matrix(weight.grad.view(), Out, KV);
+    if (ctx.input_grad) {
+      cache.dx.resize(x.shape());
+      fill(cache.dx.view(), T(0));
+    }
+    for (index_t b = 0; b < batch; ++b) {
+      const auto dyb = as_eigen_matrix(dy[b], Out, P);
+      if (config.bias) as_eigen_vector(bias.grad.view()) += dyb.rowwise().sum();
+      if (w.is_pointwise()) {
+        dW.noalias() += dyb * as_eigen_matrix(x[b], In, P).transpose();
+        if (ctx.input_grad) as_eigen_matrix(cache.dx.view()[b], In, P).noalias() = W.transpose() * dyb;
+        continue;
+      }
+      col_.resize(Shape<2>{KV, P});
+      im2col(x[b].data(), In, w, col_.data());
+      dW.noalias() += dyb * as_eigen_matrix(col_.view()).transpose();
+      if (ctx.input_grad) {
+        dcol_.resize(Shape<2>{KV, P});
+        as_eigen_matrix(dcol_.view()).noalias() = W.transpose() * dyb;
+        col2im_add(dcol_.data(), In, w, cache.dx.view()[b].data());
+      }
+    }
+    return cache.dx.view();
+  }
+
+  template <class V>
+  void parameters(V&& visit, std::string_view prefix = {}) {
+    visit(join_name(prefix, "weight"), weight);
+    if (config.bias) visit(join_name(prefix, "bias"), bias);
+  }
+  template <class V>
+  void buffers(V&&, std::string_view = {}) {}
+
+  Config config;
+  Parameter<T, Dims + 2> weight;
+  Parameter<T, 1> bias;
+
+ private:
+  Window3 window(const Shape<in_rank>& in) const {
+    std::array<index_t, Dims> k{};
+    k.fill(K);
+    return make_window<Dims>(in, k, config, "Conv");
+  }
+  Tensor<T, 2> col_, dcol_;
+};
+
+/// Spec: convolution over Dims spatial axes, In -> Out channels, kernel K per axis.
+template <int Dims, index_t In, index_t Out, index_t K>
+struct Conv {
+  static constexpr std::size_t in_rank = Dims + 2;
+  static constexpr index_t in_channels = In;
+  static constexpr index_t out_channels(index_t) { return Out; }
+  template <class T, std::size_t Rank = in_rank>
+  using module = ConvModule<Dims, In, Out, K, T>;
+};
+
+}  // namespace rlmed::nn
