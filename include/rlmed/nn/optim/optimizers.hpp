@@ -66,7 +66,7 @@ class SGD : public OptimizerBase<T> {
     this->attach(module, 1);
   }
   void step() {
-    const T lr = static_cast<T>(this->lr), mu = static_cast<T>(config.momentum), wd = static_cast<T>(config.weight_decay);
+    const T rate = static_cast<T>(this->lr), mu = static_cast<T>(config.momentum), wd = static_cast<T>(config.weight_decay);
     const bool first = steps == 0;
     for (std::size_t i = 0; i < this->params_.size(); ++i) {
       const auto& s = this->params_.slots()[i];
@@ -78,7 +78,7 @@ class SGD : public OptimizerBase<T> {
           buf[j] = first ? d : mu * buf[j] + d;
           d = config.nesterov ? d + mu * buf[j] : buf[j];
         }
-        p[j] -= lr * d;
+        p[j] -= rate * d;
       });
     }
     ++steps;
@@ -118,7 +118,7 @@ class Adam : public OptimizerBase<T> {
     const double bc2 = 1.0 - std::pow(config.beta2, double(steps));
     const T b1 = static_cast<T>(config.beta1), b2 = static_cast<T>(config.beta2), eps = static_cast<T>(config.eps);
     const T step_size = static_cast<T>(this->lr / bc1), sqrt_bc2 = static_cast<T>(std::sqrt(bc2));
-    const T wd = static_cast<T>(config.weight_decay), lr = static_cast<T>(this->lr);
+    const T wd = static_cast<T>(config.weight_decay), rate = static_cast<T>(this->lr);
     const bool decoupled = config.decoupled_weight_decay;
     for (std::size_t i = 0; i < this->params_.size(); ++i) {
       const auto& s = this->params_.slots()[i];
@@ -128,7 +128,7 @@ class Adam : public OptimizerBase<T> {
       this->elementwise(s.value.size(), [&](index_t j) {
         T grad = g[j];
         if (decoupled) {
-          p[j] *= T(1) - lr * wd;
+          p[j] *= T(1) - rate * wd;
         } else {
           grad += wd * p[j];
         }
@@ -188,7 +188,7 @@ class RMSprop : public OptimizerBase<T> {
     this->attach(module, 3);  // square_avg, momentum_buffer, grad_avg
   }
   void step() {
-    const T lr = static_cast<T>(this->lr), a = static_cast<T>(config.alpha), eps = static_cast<T>(config.eps);
+    const T rate = static_cast<T>(this->lr), a = static_cast<T>(config.alpha), eps = static_cast<T>(config.eps);
     const T wd = static_cast<T>(config.weight_decay), mu = static_cast<T>(config.momentum);
     const bool centered = config.centered;
     for (std::size_t i = 0; i < this->params_.size(); ++i) {
@@ -209,9 +209,9 @@ class RMSprop : public OptimizerBase<T> {
         }
         if (mu > T(0)) {
           buf[j] = mu * buf[j] + grad / avg;
-          p[j] -= lr * buf[j];
+          p[j] -= rate * buf[j];
         } else {
-          p[j] -= lr * grad / avg;
+          p[j] -= rate * grad / avg;
         }
       });
     }
