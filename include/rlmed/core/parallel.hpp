@@ -39,6 +39,15 @@ inline void set_num_threads(int n) noexcept {
 #endif
 }
 
+/// Index of the calling thread inside a parallel region (0 outside one).
+inline int thread_index() noexcept {
+#if defined(_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
 inline bool in_parallel_region() noexcept {
 #if defined(_OPENMP)
   return omp_in_parallel() != 0;

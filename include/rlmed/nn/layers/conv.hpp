@@ -1,11 +1,12 @@
 // rlmed/nn/layers/conv.hpp — N-dimensional convolution (1D/2D/3D) with run-time stride,
 // padding and dilation; forward and backward side by side.
 //
-// Design: im2col + GEMM through Eigen maps, one sample at a time (Eigen parallelises the GEMM
-// over OpenMP threads; im2col and col2im are parallel and deterministic, see window.hpp).
-// Pointwise kernels (1x1, stride 1, no padding) skip im2col: the input already is the column
-// matrix. The column buffers live in the module and are reused, so steady-state calls do not
-// allocate. Weight layout [Out, In, k...] and bias [Out], as in PyTorch.
+// Design: tiled im2col + GEMM through Eigen maps (conv_gemm.hpp): cache-sized column blocks,
+// (sample, tile) work items over OpenMP threads. Pointwise kernels (1x1, stride 1, no padding)
+// skip im2col: the input already is the column matrix. Stride-1 data gradients run as a
+// convolution with the flipped kernel; strided ones use col2im per sample. Scratch buffers live
+// in the module and are reused, so steady-state calls do not allocate. Weight layout
+// [Out, In, k...] and bias [Out], as in PyTorch.
 //
 //   x  [B, In,  spatial_in...]       y  [B, Out, spatial_out...]
 //   W  [Out, In * k^Dims]            col [In * k^Dims, prod(spatial_out)]
@@ -16,6 +17,9 @@
 
 #include "rlmed/core/interop.hpp"
 #include "rlmed/nn/init.hpp"
+#include <optional>
+
+#include "rlmed/nn/layers/conv_gemm.hpp"
 #include "rlmed/nn/layers/window.hpp"
 #include "rlmed/nn/module.hpp"
 
@@ -82,20 +86,8 @@ class ConvModule {
     const index_t batch = detail::batch_of(x, "Conv");
     cache.x = x;
     cache.y.resize(output_shape(x.shape()));
-    const Window3 w = window(x.shape());
-    const index_t P = w.out_size(), KV = In * w.kernel_size();
-    const auto W = as_eigen_matrix(weight.value.view(), Out, KV);
-    for (index_t b = 0; b < batch; ++b) {
-      auto yb = as_eigen_matrix(cache.y.view()[b], Out, P);
-      if (w.is_pointwise()) {
-        yb.noalias() = W * as_eigen_matrix(x[b], In, P);
-      } else {
-        col_.resize(Shape<2>{KV, P});
-        im2col(x[b].data(), In, w, col_.data());
-        yb.noalias() = W * as_eigen_matrix(col_.view());
-      }
-      if (config.bias) yb.colwise() += as_eigen_vector(bias.value.view());
-    }
+    conv_forward_tiled(x.data(), batch, In, window(x.shape()), weight.value.data(), Out,
+                       config.bias ? bias.value.data() : nullptr, cache.y.data(), scratch_);
     return cache.y.view();
   }
 
@@ -105,28 +97,27 @@ class ConvModule {
     const index_t batch = x.extent(0);
     const Window3 w = window(x.shape());
     const index_t P = w.out_size(), KV = In * w.kernel_size();
-    const auto W = as_eigen_matrix(weight.value.view(), Out, KV);
-    auto dW = as_eigen_matrix(weight.grad.view(), Out, KV);
-    if (ctx.input_grad) {
-      cache.dx.resize(x.shape());
-      fill(cache.dx.view(), T(0));
+    if (config.bias) {
+      auto db = as_eigen_vector(bias.grad.view());
+      for (index_t b = 0; b < batch; ++b) db += as_eigen_matrix(dy[b], Out, P).rowwise().sum();
     }
+    conv_weight_grad_tiled(x.data(), dy.data(), batch, In, w, Out, weight.grad.data(), scratch_);
+    if (!ctx.input_grad) return cache.dx.view();
+    cache.dx.resize(x.shape());
+    if (const auto adjoint = data_grad_window(w)) {
+      // Stride 1: dx = conv(dy, flipped and transposed kernel), tiled like the forward pass.
+      flip_kernel(w);
+      conv_forward_tiled(dy.data(), batch, Out, *adjoint, scratch_.flipped.data(), In, static_cast<const T*>(nullptr),
+                         cache.dx.data(), scratch_);
+      return cache.dx.view();
+    }
+    // Strided: col2im of W^T dy per sample (each channel's rows touch only that channel: no races).
+    fill(cache.dx.view(), T(0));
+    const auto W = as_eigen_matrix(weight.value.view(), Out, KV);
     for (index_t b = 0; b < batch; ++b) {
-      const auto dyb = as_eigen_matrix(dy[b], Out, P);
-      if (config.bias) as_eigen_vector(bias.grad.view()) += dyb.rowwise().sum();
-      if (w.is_pointwise()) {
-        dW.noalias() += dyb * as_eigen_matrix(x[b], In, P).transpose();
-        if (ctx.input_grad) as_eigen_matrix(cache.dx.view()[b], In, P).noalias() = W.transpose() * dyb;
-        continue;
-      }
-      col_.resize(Shape<2>{KV, P});
-      im2col(x[b].data(), In, w, col_.data());
-      dW.noalias() += dyb * as_eigen_matrix(col_.view()).transpose();
-      if (ctx.input_grad) {
-        dcol_.resize(Shape<2>{KV, P});
-        as_eigen_matrix(dcol_.view()).noalias() = W.transpose() * dyb;
-        col2im_add(dcol_.data(), In, w, cache.dx.view()[b].data());
-      }
+      dcol_.resize(Shape<2>{KV, P});
+      as_eigen_matrix(dcol_.view()).noalias() = W.transpose() * as_eigen_matrix(dy[b], Out, P);
+      col2im_add(dcol_.data(), In, w, cache.dx.view()[b].data());
     }
     return cache.dx.view();
   }
@@ -149,7 +140,37 @@ class ConvModule {
     k.fill(K);
     return make_window<Dims>(in, k, config, "Conv");
   }
-  Tensor<T, 2> col_, dcol_;
+
+  // The window that maps dy back onto x as a convolution, when one exists (stride 1 and
+  // padding <= d(K-1) on every axis): same kernel and dilation, padding d(K-1) - p.
+  static std::optional<Window3> data_grad_window(const Window3& w) {
+    Window3 a;
+    for (int t = 0; t < 3; ++t) {
+      const index_t span = w.dil[t] * (w.kernel[t] - 1);
+      if (w.stride[t] != 1 || w.pad[t] > span) return std::nullopt;
+      a.in[t] = w.out[t];
+      a.out[t] = w.in[t];
+      a.kernel[t] = w.kernel[t];
+      a.dil[t] = w.dil[t];
+      a.pad[t] = span - w.pad[t];
+      a.stride[t] = 1;
+    }
+    return a;
+  }
+
+  // flipped [In, Out * kvol]: flipped(c, o, k) = W(o, c, kvol - 1 - k).
+  void flip_kernel(const Window3& w) {
+    const index_t kvol = w.kernel_size();
+    scratch_.flipped.resize(Shape<2>{In, Out * kvol});
+    const T* src = weight.value.data();
+    for (index_t o = 0; o < Out; ++o)
+      for (index_t c = 0; c < In; ++c)
+        for (index_t k = 0; k < kvol; ++k)
+          scratch_.flipped(c, o * kvol + (kvol - 1 - k)) = src[(o * In + c) * kvol + k];
+  }
+
+  ConvScratch<T> scratch_;
+  Tensor<T, 2> dcol_;
 };
 
 /// Spec: convolution over Dims spatial axes, In -> Out channels, kernel K per axis.

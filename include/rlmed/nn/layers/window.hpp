@@ -1,12 +1,12 @@
 // rlmed/nn/layers/window.hpp — sliding-window geometry shared by convolution and pooling,
-// and im2col / col2im over 1D, 2D and 3D inputs.
+// and col2im over 1D, 2D and 3D inputs.
 //
 // Design: every spatial layer works on a 3D geometry; 1D and 2D inputs are 3D inputs whose
-// leading spatial extents are 1 (kernel 1, stride 1, no padding), so one im2col serves all
+// leading spatial extents are 1 (kernel 1, stride 1, no padding), so one code path serves all
 // ranks. Output extent per axis: floor((in + 2p - d(k-1) - 1) / s) + 1, PyTorch's formula.
-// im2col writes rows (c, kz, ky, kx) x columns (oz, oy, ox); it parallelises over rows (each
-// row is written by one thread). col2im parallelises over channels: a channel's rows only
-// touch that channel of dx, so accumulation order is fixed and the result deterministic.
+// Column matrices have rows (c, kz, ky, kx) and columns (oz, oy, ox); they are built tile by
+// tile in conv_gemm.hpp. col2im parallelises over channels: a channel's rows only touch that
+// channel of dx, so accumulation order is fixed and the result deterministic.
 #pragma once
 
 #include <array>
@@ -68,50 +68,6 @@ Window3 make_window(const Shape<Rank>& input_shape, const std::array<index_t, Di
     w.out[t] = room / w.stride[t] + 1;
   }
   return w;
-}
-
-/// col[(c, kz, ky, kx), (oz, oy, ox)] = x[c, oz*s - p + kz*d, ...] or 0 outside.
-/// x: [C, in_size] contiguous; col: [C * kernel_size, out_size].
-template <class T>
-void im2col(const T* x, index_t channels, const Window3& w, T* col) {
-  const index_t kvol = w.kernel_size(), osize = w.out_size(), isize = w.in_size();
-  parallel_for(
-      0, channels * kvol,
-      [&](index_t row) {
-        const index_t c = row / kvol;
-        index_t k = row % kvol;
-        const index_t kx = k % w.kernel[2];
-        k /= w.kernel[2];
-        const index_t ky = k % w.kernel[1];
-        const index_t kz = k / w.kernel[1];
-        const T* xc = x + c * isize;
-        T* out = col + row * osize;
-        for (index_t oz = 0; oz < w.out[0]; ++oz) {
-          const index_t iz = oz * w.stride[0] - w.pad[0] + kz * w.dil[0];
-          for (index_t oy = 0; oy < w.out[1]; ++oy) {
-            const index_t iy = oy * w.stride[1] - w.pad[1] + ky * w.dil[1];
-            T* o = out + (oz * w.out[1] + oy) * w.out[2];
-            if (iz < 0 || iz >= w.in[0] || iy < 0 || iy >= w.in[1]) {
-              for (index_t ox = 0; ox < w.out[2]; ++ox) o[ox] = T(0);
-              continue;
-            }
-            const T* xr = xc + (iz * w.in[1] + iy) * w.in[2];
-            const index_t x0 = kx * w.dil[2] - w.pad[2];
-            if (w.stride[2] == 1) {
-              for (index_t ox = 0; ox < w.out[2]; ++ox) {
-                const index_t ix = x0 + ox;
-                o[ox] = (ix >= 0 && ix < w.in[2]) ? xr[ix] : T(0);
-              }
-            } else {
-              for (index_t ox = 0; ox < w.out[2]; ++ox) {
-                const index_t ix = x0 + ox * w.stride[2];
-                o[ox] = (ix >= 0 && ix < w.in[2]) ? xr[ix] : T(0);
-              }
-            }
-          }
-        }
-      },
-      /*grain=*/4);
 }
 
 /// dx[c, ...] += sum over the windows that read it of dcol (the adjoint of im2col).
