@@ -9,6 +9,25 @@ using namespace rlmed;
 using rlmed::test::gradcheck;
 using rlmed::test::random_tensor;
 
+// Every layer, container and model satisfies the module protocol.
+static_assert(nn::Module<nn::ConvModule<3, 2, 4, 3, double>>);
+static_assert(nn::Module<nn::LinearModule<5, float>>);
+static_assert(nn::Module<nn::Model<nn::ReLU, float, 4>>);
+static_assert(nn::Module<nn::Model<nn::Softmax, float, 4>>);
+static_assert(nn::Module<nn::PoolModule<2, 2, true, float>>);
+static_assert(nn::Module<nn::UpsampleModule<3, float>>);
+static_assert(nn::Module<nn::Model<nn::Flatten, float, 5>>);
+static_assert(nn::Module<nn::Model<nn::Dropout, float, 2>>);
+static_assert(nn::Module<nn::Model<nn::BatchNorm<4>, float, 4>>);
+static_assert(nn::Module<nn::Model<nn::GroupNorm<4, 2>, float, 4>>);
+static_assert(nn::Module<nn::DuelingHeadModule<6, float>>);
+static_assert(nn::Module<nn::GaussianPolicyHeadModule<2, float>>);
+static_assert(nn::Module<nn::SelfAttentionModule<2, 8, float>>);
+static_assert(nn::Module<nn::Model<nn::Sequential<nn::Conv<2, 1, 4, 3>, nn::ReLU, nn::Flatten, nn::Linear<3>>, float>>);
+static_assert(nn::Module<nn::LandmarkQNet<float>>);
+static_assert(nn::Module<nn::VggHalf<float>>);
+static_assert(nn::Module<nn::UNet<3, float>>);
+
 TEST_CASE("Conv1D: stride 2, dilation 3, padding 2, odd length, batch 3") {
   nn::ConvModule<1, 3, 4, 3, double> conv(nn::ConvConfig<1>(2, 2, 3));
   PhiloxStream rng(1, 0);

@@ -307,16 +307,6 @@ class Tensor<T, Rank, cpu> {
   index_t capacity_ = 0;
 };
 
-/// The view of a Tensor, or the view itself.
-template <class X>
-constexpr auto view_of(X&& x) noexcept {
-  if constexpr (requires { x.view(); }) {
-    return x.view();
-  } else {
-    return x;
-  }
-}
-
 /// Sets every element of a host view.
 template <class T, std::size_t Rank>
 void fill(TensorView<T, Rank, cpu> dst, std::type_identity_t<T> value) {
