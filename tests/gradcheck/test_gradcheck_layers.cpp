@@ -87,6 +87,14 @@ TEST_CASE("Conv rejects wrong channels and too-small inputs with clear errors") 
   CHECK_THROWS_WITH_AS(conv.forward(ctx, x.view(), cache), doctest::Contains("input has 2 channels, expected 3"), Error);
   Tensor<double, 4> small(Shape<4>{1, 3, 3, 8});
   CHECK_THROWS_WITH_AS(conv.forward(ctx, small.view(), cache), doctest::Contains("too small on spatial axis 0"), Error);
+  // A rejected input leaves the cache as it was: backward without a forward is an error, not UB.
+  Tensor<double, 4> dy(Shape<4>{1, 4, 4, 4});
+  CHECK_THROWS_WITH_AS(conv.backward(ctx, cache, dy.view()), doctest::Contains("differs from output shape"), Error);
+  nn::PoolModule<2, 3, true, double> pool(nn::WindowConfig<2>(1, 1));
+  pool.config.padding[1] = 2;
+  decltype(pool)::Cache pc;
+  Tensor<double, 4> img(Shape<4>{1, 1, 6, 6});
+  CHECK_THROWS_WITH_AS(pool.forward(ctx, img.view(), pc), doctest::Contains("on axis 1 exceeds half the kernel"), Error);
 }
 
 TEST_CASE("Linear and every activation") {

@@ -92,6 +92,11 @@ TEST_CASE("losses reject bad input") {
   q(1, 1) = std::nan("");
   Tensor<double, 2> t2(Shape<2>{2, 2});
   CHECK_THROWS_WITH_AS((nn::loss::mse<double, 2>(q.view(), t2.view(), g)), doctest::Contains("expected a finite loss"), Error);
+  Tensor<double, 2> empty(Shape<2>{0, 2});
+  CHECK_THROWS_WITH_AS((nn::loss::mse<double, 2>(empty.view(), empty.view(), g)), doctest::Contains("empty prediction"), Error);
+  Tensor<double, 4> lg(Shape<4>{1, 2, 3, 4}), g4;
+  Tensor<std::int64_t, 3> transposed(Shape<3>{1, 4, 3});
+  CHECK_THROWS_WITH_AS((nn::loss::cross_entropy<double, 4>(lg.view(), transposed.view(), g4)), doctest::Contains("do not match logits"), Error);
   Tensor<double, 2> logits(Shape<2>{1, 3});
   Tensor<std::int64_t, 1> bad(Shape<1>{1}, 3);
   CHECK_THROWS_WITH_AS((nn::loss::cross_entropy<double, 2>(logits.view(), bad.view(), g)), doctest::Contains("outside [0, 3)"), Error);

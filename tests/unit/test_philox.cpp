@@ -147,7 +147,9 @@ TEST_CASE("categorical rejects bad weights with a clear error") {
   CHECK_THROWS_WITH_AS(rlmed::sample_categorical<float>(rng, neg), doctest::Contains("weight 1 must be finite"),
                        rlmed::Error);
   const std::array<float, 2> zero{0.f, 0.f};
-  CHECK_THROWS_WITH_AS(rlmed::sample_categorical<float>(rng, zero), doctest::Contains("positive sum"), rlmed::Error);
+  CHECK_THROWS_WITH_AS(rlmed::sample_categorical<float>(rng, zero), doctest::Contains("positive, finite sum"), rlmed::Error);
+  const std::array<float, 2> huge{3e38f, 3e38f};  // finite weights whose sum overflows
+  CHECK_THROWS_WITH_AS(rlmed::sample_categorical<float>(rng, huge), doctest::Contains("positive, finite sum"), rlmed::Error);
   const std::array<float, 1> nan{std::nanf("")};
   CHECK_THROWS_AS(rlmed::sample_categorical<float>(rng, nan), rlmed::Error);
 }

@@ -91,16 +91,17 @@ class Workspace {
 
   void* allocate_bytes(std::size_t bytes) {
     const std::size_t need = round_up(bytes == 0 ? 1 : bytes);
+    const bool fits = overflow_.empty() && offset_ + need <= capacity_;
+    RLMED_CHECK(fits || !frozen_, "frozen workspace of ", capacity_, " bytes cannot grant ", need, " more bytes (",
+                step_bytes_, " already handed out this step); size it larger before freeze()");
     step_bytes_ += need;
     if (step_bytes_ > step_high_water_) step_high_water_ = step_bytes_;
     if (step_bytes_ > high_water_) high_water_ = step_bytes_;
-    if (overflow_.empty() && offset_ + need <= capacity_) {
+    if (fits) {
       void* p = main_.get() + offset_;
       offset_ += need;
       return p;
     }
-    RLMED_CHECK(!frozen_, "frozen workspace of ", capacity_, " bytes cannot grant ", need,
-                " more bytes (", step_bytes_, " requested this step); size it larger before freeze()");
     overflow_.emplace_back(static_cast<std::byte*>(detail::aligned_allocate(need)));
     ++system_allocations_;
     return overflow_.back().get();

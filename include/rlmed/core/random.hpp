@@ -63,7 +63,8 @@ int sample_categorical(PhiloxStream& rng, std::span<const Real> weights) {
                 " must be finite and >= 0, found ", weights[i]);
     total += weights[i];
   }
-  RLMED_CHECK(total > 0, "categorical weights sum to ", total, "; expected a positive sum");
+  RLMED_CHECK(total > 0 && std::isfinite(total), "categorical weights sum to ", total,
+              "; expected a positive, finite sum");
   return rng.categorical(weights.data(), static_cast<int>(weights.size()));
 }
 

@@ -221,12 +221,12 @@ class SafetensorsReader {
     const index_t n = t.numel();
     constexpr DType native = dtype_of<T>();
     if (t.dtype == native) {
-      if (t.nbytes) std::memcpy(static_cast<void*>(dst), src, t.nbytes);
-      if constexpr (std::is_same_v<T, bool>) {
+      if constexpr (std::is_same_v<T, bool>) {  // validate before any invalid bool is written
         for (index_t i = 0; i < n; ++i)
           RLMED_CHECK(static_cast<std::uint8_t>(src[i]) <= 1, source_, ": BOOL tensor '", t.name,
                       "' holds byte ", static_cast<int>(src[i]), " at element ", i, "; expected 0 or 1");
       }
+      if (t.nbytes) std::memcpy(static_cast<void*>(dst), src, t.nbytes);
       return;
     }
     if constexpr (std::is_floating_point_v<T>) {

@@ -4,7 +4,8 @@
 // running statistics) sit beside the parameters; optimiser state is under "optim.<param>.<state>"
 // and counters under "optim.<counter>" as I64 scalars, so a PyTorch user can read the file and a
 // resumed run continues exactly. Values are stored in their own dtype: the round trip is
-// bit-exact. Loading checks every expected tensor's presence and shape and names the culprit.
+// bit-exact. Loading checks every expected tensor's presence and shape before changing anything,
+// and names the culprit.
 #pragma once
 
 #include <filesystem>
@@ -47,6 +48,23 @@ template <class M, class Opt = NoOptimizer>
 std::map<std::string, std::string> load_checkpoint(const std::filesystem::path& path, M& module,
                                                    Opt* optimizer = nullptr) {
   const auto r = io::SafetensorsReader::open(path);
+  // Check every expected tensor first, so a mismatch leaves the module untouched.
+  auto expect = [&](const std::string& name, const auto& shape) {
+    const std::vector<index_t> want(shape.begin(), shape.end());
+    RLMED_CHECK(r.info(name).shape == want, r.source(), ": tensor '", name, "' has shape ", r.info(name).shape,
+                ", expected ", want);
+  };
+  module.parameters([&](const std::string& name, auto& p) { expect(name, p.value.shape()); });
+  module.buffers([&](const std::string& name, auto& t) { expect(name, t.shape()); });
+  if constexpr (!std::is_same_v<Opt, NoOptimizer>) {
+    if (optimizer) {
+      using T = typename M::value_type;
+      optim::StateVisitor<T> v;
+      v.tensor = [&](const std::string& name, Tensor<T, 1>& t) { expect("optim." + name, t.shape()); };
+      v.counter = [&](const std::string& name, std::int64_t&) { expect("optim." + name, Shape<1>{1}); };
+      optimizer->visit_state(v);
+    }
+  }
   module.parameters([&](const std::string& name, auto& p) { r.read_into(name, p.value.view()); });
   module.buffers([&](const std::string& name, auto& t) { r.read_into(name, t.view()); });
   if constexpr (!std::is_same_v<Opt, NoOptimizer>) {

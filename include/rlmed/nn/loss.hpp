@@ -22,6 +22,7 @@ namespace detail {
 template <class T, std::size_t R, class U>
 void check_same_shape(TensorView<const T, R> a, TensorView<const U, R> b, const char* what) {
   RLMED_CHECK(a.shape() == b.shape(), what, ": prediction shape ", a.shape(), " differs from target shape ", b.shape());
+  RLMED_CHECK(a.size() > 0, what, ": empty prediction of shape ", a.shape(), "; a mean over no elements is undefined");
 }
 inline double check_finite(double v, const char* what) {
   RLMED_CHECK(std::isfinite(v), what, " is ", v, "; expected a finite loss (NaN or inf in the inputs?)");
@@ -127,8 +128,10 @@ double cross_entropy(TensorView<const T, R> logits, TensorView<const std::int64_
                      std::int64_t ignore_index = -100) {
   static_assert(R >= 2);
   const index_t B = logits.extent(0), C = logits.extent(1), S = logits.size() / std::max<index_t>(B * C, 1);
-  RLMED_CHECK(labels.extent(0) == B && labels.size() == B * S, "cross_entropy: labels of shape ", labels.shape(),
-              " do not match logits of shape ", logits.shape());
+  bool same = labels.extent(0) == B && C > 0 && logits.size() > 0;
+  for (std::size_t a = 2; a < R; ++a) same = same && labels.extent(a - 1) == logits.extent(a);
+  RLMED_CHECK(same, "cross_entropy: labels of shape ", labels.shape(), " do not match logits of shape ", logits.shape(),
+              " (expected [B, spatial...] of the logits' [B, C, spatial...])");
   grad.resize(logits.shape());
   fill(grad.view(), T(0));
   double sum = 0;

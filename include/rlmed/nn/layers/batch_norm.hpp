@@ -47,7 +47,7 @@ class BatchNormModule {
     fill(bias.value, T(0));
     fill(running_mean, T(0));
     fill(running_var, T(1));
-    num_batches_tracked = 0;
+    num_batches_tracked() = 0;
   }
   Shape<Rank> output_shape(const Shape<Rank>& in) const {
     RLMED_CHECK(in[1] == C, "BatchNorm<", C, ">: input has ", in[1], " channels (shape ", in, ")");
@@ -93,7 +93,7 @@ class BatchNormModule {
         for (index_t s = 0; s < S; ++s) q[s] = g * (p[s] - mu) * inv + beta;
       }
     }, 1);
-    if (ctx.training) ++num_batches_tracked;
+    if (ctx.training) ++num_batches_tracked();
     return cache.y.view();
   }
 
@@ -142,12 +142,13 @@ class BatchNormModule {
   void buffers(V&& visit, std::string_view prefix = {}) {
     visit(join_name(prefix, "running_mean"), running_mean);
     visit(join_name(prefix, "running_var"), running_var);
+    visit(join_name(prefix, "num_batches_tracked"), num_batches_tracked);
   }
 
   BatchNormConfig config;
   Parameter<T, 1> weight, bias;
   Tensor<T, 1> running_mean, running_var;
-  std::int64_t num_batches_tracked = 0;
+  Tensor<std::int64_t, 0> num_batches_tracked{Shape<0>{}};  // I64 scalar, as torch saves it
 };
 
 /// Spec: batch normalisation of C channels.

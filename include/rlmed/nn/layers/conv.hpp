@@ -84,8 +84,9 @@ class ConvModule {
 
   TensorView<const T, out_rank> forward(Context&, TensorView<const T, in_rank> x, Cache& cache) {
     const index_t batch = detail::batch_of(x, "Conv");
+    const auto out_shape = output_shape(x.shape());  // validate before the cache changes
     cache.x = x;
-    cache.y.resize(output_shape(x.shape()));
+    cache.y.resize(out_shape);
     conv_forward_tiled(x.data(), batch, In, window(x.shape()), weight.value.data(), Out,
                        config.bias ? bias.value.data() : nullptr, cache.y.data(), scratch_);
     return cache.y.view();
@@ -94,6 +95,8 @@ class ConvModule {
   TensorView<const T, in_rank> backward(Context& ctx, Cache& cache, TensorView<const T, out_rank> dy) {
     detail::check_grad_shape(dy, cache.y.shape(), "Conv");
     const auto x = cache.x;
+    RLMED_CHECK(x.data() != nullptr && x.extent(0) == dy.extent(0) && x.extent(1) == In,
+                "Conv: backward without a matching forward (cached input ", x.shape(), ", gradient ", dy.shape(), ")");
     const index_t batch = x.extent(0);
     const Window3 w = window(x.shape());
     const index_t P = w.out_size(), KV = In * w.kernel_size();
@@ -102,7 +105,7 @@ class ConvModule {
       for (index_t b = 0; b < batch; ++b) db += as_eigen_matrix(dy[b], Out, P).rowwise().sum();
     }
     conv_weight_grad_tiled(x.data(), dy.data(), batch, In, w, Out, weight.grad.data(), scratch_);
-    if (!ctx.input_grad) return cache.dx.view();
+    if (!ctx.input_grad) return {};
     cache.dx.resize(x.shape());
     if (const auto adjoint = data_grad_window(w)) {
       // Stride 1: dx = conv(dy, flipped and transposed kernel), tiled like the forward pass.

@@ -63,8 +63,9 @@ class LinearModule {
 
   TensorView<const T, 2> forward(Context&, TensorView<const T, 2> x, Cache& cache) {
     detail::batch_of(x, "Linear");
+    const auto out_shape = output_shape(x.shape());  // validate before the cache changes
     cache.x = x;
-    cache.y.resize(output_shape(x.shape()));
+    cache.y.resize(out_shape);
     auto y = as_eigen_matrix(cache.y.view());
     y.noalias() = as_eigen_matrix(x) * as_eigen_matrix(weight.value.view()).transpose();
     if (has_bias) y.rowwise() += as_eigen_vector(bias.value.view()).transpose();
@@ -73,13 +74,14 @@ class LinearModule {
 
   TensorView<const T, 2> backward(Context& ctx, Cache& cache, TensorView<const T, 2> dy) {
     detail::check_grad_shape(dy, cache.y.shape(), "Linear");
+    RLMED_CHECK(cache.x.data() != nullptr && cache.x.extent(0) == dy.extent(0) && cache.x.extent(1) == in_features(),
+                "Linear<", Out, ">: backward without a matching forward (cached input ", cache.x.shape(), ")");
     const auto g = as_eigen_matrix(dy);
     as_eigen_matrix(weight.grad.view()).noalias() += g.transpose() * as_eigen_matrix(cache.x);
     if (has_bias) as_eigen_vector(bias.grad.view()) += g.colwise().sum().transpose();
-    if (ctx.input_grad) {
-      cache.dx.resize(cache.x.shape());
-      as_eigen_matrix(cache.dx.view()).noalias() = g * as_eigen_matrix(weight.value.view());
-    }
+    if (!ctx.input_grad) return {};
+    cache.dx.resize(cache.x.shape());
+    as_eigen_matrix(cache.dx.view()).noalias() = g * as_eigen_matrix(weight.value.view());
     return cache.dx.view();
   }
 

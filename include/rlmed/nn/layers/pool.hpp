@@ -43,8 +43,9 @@ class PoolModule : public Stateless {
 
   TensorView<const T, out_rank> forward(Context&, TensorView<const T, in_rank> x, Cache& cache) {
     detail::batch_of(x, "Pool");
+    const auto out_shape = output_shape(x.shape());  // validate before the cache changes
     cache.x_shape = x.shape();
-    cache.y.resize(output_shape(x.shape()));
+    cache.y.resize(out_shape);
     if constexpr (Max) cache.argmax.resize(cache.y.shape());
     const Window3 w = window(x.shape());
     const index_t planes = x.extent(0) * x.extent(1), isize = w.in_size(), osize = w.out_size();
@@ -71,7 +72,7 @@ class PoolModule : public Stateless {
                   const index_t at = (iz * w.in[1] + iy) * w.in[2] + ix;
                   const T v = xp[at];
                   if constexpr (Max) {
-                    if (v > best || best_at < 0) {
+                    if (v > best || best_at < 0 || v != v) {  // NaN propagates, as in PyTorch
                       best = v;
                       best_at = at;
                     }
@@ -134,7 +135,9 @@ class PoolModule : public Stateless {
   Window3 window(const Shape<in_rank>& in) const {
     std::array<index_t, Dims> k{};
     k.fill(K);
-    RLMED_CHECK(config.padding[0] * 2 <= K, "Pool: padding ", config.padding[0], " exceeds half the kernel ", K);
+    for (int a = 0; a < Dims; ++a)
+      RLMED_CHECK(config.padding[a] * 2 <= K, "Pool: padding ", config.padding[a], " on axis ", a,
+                  " exceeds half the kernel ", K, " (a window would lie entirely in the padding)");
     return make_window<Dims>(in, k, config, Max ? "MaxPool" : "AvgPool");
   }
 };

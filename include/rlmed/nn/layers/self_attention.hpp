@@ -36,6 +36,7 @@ class SelfAttentionModule {
   Shape<out_rank> output_shape(const Shape<in_rank>& in) const { return proj.output_shape(in); }
 
   TensorView<const T, out_rank> forward(Context& ctx, TensorView<const T, in_rank> f, Cache& cache) {
+    proj.output_shape(f.shape());  // validate before the cache changes
     cache.f = f;
     const auto wf = proj.forward(ctx, f, cache.proj);
     cache.m.resize(f.shape());

@@ -77,8 +77,9 @@ class UpsampleModule : public Stateless {
 
   TensorView<const T, out_rank> forward(Context&, TensorView<const T, in_rank> x, Cache& cache) {
     detail::batch_of(x, "Upsample");
+    const auto out_shape = output_shape(x.shape());  // validate before the cache changes
     cache.x_shape = x.shape();
-    cache.y.resize(output_shape(x.shape()));
+    cache.y.resize(out_shape);
     prepare(x.shape(), cache.y.shape());
     const index_t planes = x.extent(0) * x.extent(1);
     parallel_for(0, planes, [&](index_t pl) {
