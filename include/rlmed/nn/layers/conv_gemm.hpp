@@ -10,6 +10,9 @@
 // deterministic for a given thread count, which is rlmed's reproducibility contract (same seed,
 // same machine). The data gradient of a stride-1 convolution is itself a convolution of dy with
 // the flipped, transposed kernel (padding d(K-1) - p), so it reuses the tiled forward.
+// The scratch belongs to the module: two threads must not run the same module instance at once
+// (A3C workers each own a copy); called from inside another parallel region the kernels run
+// serially on scratch slot 0.
 //   forward:   y[b][:, tile] = W [Out, KV] * col(x[b])[:, tile] + bias
 //   dW:        dW += sum over (b, tile) of dy[b][:, tile] * col(x[b])[:, tile]^T
 #pragma once
