@@ -16,6 +16,8 @@
 #include "rlmed/core/safetensors.hpp"
 #include "rlmed/core/shape.hpp"
 #include "rlmed/core/tensor.hpp"
+#include "rlmed/imaging/png.hpp"
+#include "rlmed/nn/nn.hpp"
 
 #if defined(RLMED_WITH_CUDA)
 #include "rlmed/core/cuda_runtime.hpp"

@@ -1,4 +1,5 @@
-// Downstream smoke program: tensors, Philox, safetensors and errors through the umbrella header.
+// Downstream smoke program: tensors, Philox, safetensors, errors and one training step of a
+// small network, through the umbrella header.
 #include <cstdio>
 #include <filesystem>
 
@@ -20,7 +21,26 @@ int main() {
   } catch (const rlmed::Error&) {
     caught = true;
   }
-  const bool ok = rlmed::bitwise_equal(back, w) && caught;
+  // A tiny network trained for one step, the way the README shows it.
+  namespace nn = rlmed::nn;
+  using QNet = nn::Sequential<nn::Conv<3, 4, 8, 3>, nn::ReLU, nn::MaxPool<3, 2>, nn::Flatten, nn::Linear<16>, nn::ReLU,
+                              nn::DuelingHead<6>>;
+  nn::Model<QNet> net;
+  net.setup({2, 4, 9, 9, 9});
+  net.initialize(rng);
+  nn::optim::Adam<float> adam(net, {1e-3});
+  rlmed::Tensor<float, 5> x(rlmed::Shape<5>{2, 4, 9, 9, 9});
+  rlmed::fill_normal(x.view(), rng);
+  rlmed::Tensor<float, 2> target(rlmed::Shape<2>{2, 6}), dq;
+  nn::Context ctx;
+  decltype(net)::Cache cache;
+  adam.zero_grad();
+  const double before = nn::loss::huber<float, 2>(net.forward(ctx, x.view(), cache), target.view(), dq);
+  net.backward(ctx, cache, dq.view());
+  adam.step();
+  const double after = nn::loss::huber<float, 2>(net.forward(ctx, x.view(), cache), target.view(), dq);
+  std::printf("rlmed downstream: Huber loss %.4f -> %.4f after one Adam step\n", before, after);
+  const bool ok = rlmed::bitwise_equal(back, w) && caught && after < before;
   std::printf("rlmed downstream: %s\n", ok ? "OK" : "FAILED");
   return ok ? 0 : 1;
 }

@@ -40,7 +40,7 @@ inline constexpr index_t kAnyChannels = -1;
 struct Context {
   bool training = true;              ///< dropout active, batch-norm uses batch statistics
   PhiloxStream* rng = nullptr;       ///< randomness for dropout and stochastic heads
-  bool input_grad = true;            ///< whether the first module must compute dL/dx
+  bool input_grad = true;            ///< false: backward skips dL/dx and returns an empty view
 };
 
 /// A trainable tensor and its gradient (same shape).
