@@ -54,7 +54,7 @@ struct CachesOf<std::tuple<M...>> {
 template <class S>
 concept HasInRank = requires { S::in_rank; };
 
-template <class S, class... Rest>
+template <class S, class...>
 constexpr std::size_t first_in_rank() {
   if constexpr (HasInRank<S>) return S::in_rank;
   else return 0;

@@ -60,28 +60,17 @@ class PoolModule : public Stateless {
           for (index_t ox = 0; ox < w.out[2]; ++ox, ++o) {
             T best = -std::numeric_limits<T>::infinity(), sum = 0;
             std::int64_t best_at = -1;
-            for (index_t kz = 0; kz < w.kernel[0]; ++kz) {
-              const index_t iz = oz * w.stride[0] - w.pad[0] + kz * w.dil[0];
-              if (iz < 0 || iz >= w.in[0]) continue;
-              for (index_t ky = 0; ky < w.kernel[1]; ++ky) {
-                const index_t iy = oy * w.stride[1] - w.pad[1] + ky * w.dil[1];
-                if (iy < 0 || iy >= w.in[1]) continue;
-                for (index_t kx = 0; kx < w.kernel[2]; ++kx) {
-                  const index_t ix = ox * w.stride[2] - w.pad[2] + kx * w.dil[2];
-                  if (ix < 0 || ix >= w.in[2]) continue;
-                  const index_t at = (iz * w.in[1] + iy) * w.in[2] + ix;
-                  const T v = xp[at];
-                  if constexpr (Max) {
-                    if (v > best || best_at < 0 || v != v) {  // NaN propagates, as in PyTorch
-                      best = v;
-                      best_at = at;
-                    }
-                  } else {
-                    sum += v;
-                  }
+            for_each_window_tap(w, oz, oy, ox, [&](index_t at) {
+              const T v = xp[at];
+              if constexpr (Max) {
+                if (v > best || best_at < 0 || v != v) {  // NaN propagates, as in PyTorch
+                  best = v;
+                  best_at = at;
                 }
+              } else {
+                sum += v;
               }
-            }
+            });
             if constexpr (Max) {
               yp[o] = best;
               ap[o] = best_at;
@@ -112,18 +101,7 @@ class PoolModule : public Stateless {
         for (index_t oz = 0; oz < w.out[0]; ++oz)
           for (index_t oy = 0; oy < w.out[1]; ++oy)
             for (index_t ox = 0; ox < w.out[2]; ++ox, ++o)
-              for (index_t kz = 0; kz < w.kernel[0]; ++kz) {
-                const index_t iz = oz * w.stride[0] - w.pad[0] + kz * w.dil[0];
-                if (iz < 0 || iz >= w.in[0]) continue;
-                for (index_t ky = 0; ky < w.kernel[1]; ++ky) {
-                  const index_t iy = oy * w.stride[1] - w.pad[1] + ky * w.dil[1];
-                  if (iy < 0 || iy >= w.in[1]) continue;
-                  for (index_t kx = 0; kx < w.kernel[2]; ++kx) {
-                    const index_t ix = ox * w.stride[2] - w.pad[2] + kx * w.dil[2];
-                    if (ix >= 0 && ix < w.in[2]) dxp[(iz * w.in[1] + iy) * w.in[2] + ix] += g[o] * inv;
-                  }
-                }
-              }
+              for_each_window_tap(w, oz, oy, ox, [&](index_t at) { dxp[at] += g[o] * inv; });
       }
     }, 1);
     return cache.dx.view();

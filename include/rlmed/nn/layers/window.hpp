@@ -70,6 +70,24 @@ Window3 make_window(const Shape<Rank>& input_shape, const std::array<index_t, Di
   return w;
 }
 
+/// Calls f(offset) for every in-bounds input offset (within one [in] plane) that the window of
+/// output position (oz, oy, ox) reads, in kernel order; positions in the padding are skipped.
+template <class F>
+void for_each_window_tap(const Window3& w, index_t oz, index_t oy, index_t ox, F&& f) {
+  for (index_t kz = 0; kz < w.kernel[0]; ++kz) {
+    const index_t iz = oz * w.stride[0] - w.pad[0] + kz * w.dil[0];
+    if (iz < 0 || iz >= w.in[0]) continue;
+    for (index_t ky = 0; ky < w.kernel[1]; ++ky) {
+      const index_t iy = oy * w.stride[1] - w.pad[1] + ky * w.dil[1];
+      if (iy < 0 || iy >= w.in[1]) continue;
+      for (index_t kx = 0; kx < w.kernel[2]; ++kx) {
+        const index_t ix = ox * w.stride[2] - w.pad[2] + kx * w.dil[2];
+        if (ix >= 0 && ix < w.in[2]) f((iz * w.in[1] + iy) * w.in[2] + ix);
+      }
+    }
+  }
+}
+
 /// dx[c, ...] += sum over the windows that read it of dcol (the adjoint of im2col).
 template <class T>
 void col2im_add(const T* dcol, index_t channels, const Window3& w, T* dx) {
