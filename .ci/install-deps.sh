@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config
-  libeigen3-dev xtensor-dev xtl-dev nlohmann-json3-dev zlib1g-dev libpng-dev libomp-dev
+  libeigen3-dev xtensor-dev xtl-dev nlohmann-json3-dev zlib1g-dev libpng-dev libtiff-dev libjpeg-dev libomp-dev
   libcli11-dev doctest-dev libbenchmark-dev
   doxygen
 )

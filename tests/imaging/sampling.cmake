@@ -1,0 +1,1 @@
+# Tests of the imaging sampling area (owner adds rlmed_add_test lines here).
