@@ -52,8 +52,8 @@ inline std::vector<std::byte> inflate_bounded(std::span<const std::byte> in, Fra
       const int rc = inflate(&zs, Z_NO_FLUSH);
       consumed += in_before - zs.avail_in;
       produced += out_before - zs.avail_out;
-      RLMED_CHECK(produced <= max_out, "'", source, "' decompresses to more than the expected ", max_out, " bytes");
       if (stop_after && produced >= stop_after) break;
+      RLMED_CHECK(produced <= max_out, "'", source, "' decompresses to more than the expected ", max_out, " bytes");
       if (rc == Z_STREAM_END) {
         // gzip files may hold several members back to back (pigz, appended chunks).
         if (framing == Framing::gzip && consumed + 2 <= in.size() && is_gzip(in.subspan(consumed))) {

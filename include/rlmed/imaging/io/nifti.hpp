@@ -353,8 +353,8 @@ std::vector<std::byte> nifti_bytes(const Image<T, Dim>& img, const std::string& 
     put(280 + 16 * r + 12, float(org[r]));
   }
   std::memcpy(out.data() + 344, "n+1\0", 4);
-  const auto* p = reinterpret_cast<const std::byte*>(img.voxels.data());
-  out.insert(out.end(), p, p + img.voxels.bytes());
+  out.resize(352 + img.voxels.bytes());
+  if (img.voxels.size()) std::memcpy(out.data() + 352, img.voxels.data(), img.voxels.bytes());
   return out;
 }
 
