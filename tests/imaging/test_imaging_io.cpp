@@ -7,6 +7,7 @@
 
 #include "rlmed/core/philox.hpp"
 #include "rlmed/imaging/io/io.hpp"
+#include "rlmed/imaging/orientation.hpp"
 
 using namespace rlmed;
 using namespace rlmed::imaging;
@@ -378,4 +379,39 @@ TEST_CASE("Writes are atomic: a failed write leaves the old file intact") {
   broken.spacing_mm[0] = std::nan("");
   CHECK_THROWS_AS(write_nifti(scratch("keep.nii"), broken), Error);
   CHECK(read_file_bytes(scratch("keep.nii")) == before);
+}
+
+TEST_CASE("Orientation: codes, permutations with flips, and reorientation to RAS keep every voxel's world position") {
+  Image<float, 3> img(Shape<3>{4, 5, 6});
+  for (index_t i = 0; i < img.voxels.size(); ++i) img.voxels.data()[i] = float(i);
+  img.spacing_mm = {0.5, 1.5, 2.5};
+  img.origin_mm = {3, -7, 11};
+  CHECK(orientation_code(img) == "LPS");
+  // x index runs to world -z (Inferior), y to world +x (Left), z to world -y (Anterior).
+  img.direction = {0, 1, 0, 0, 0, -1, -1, 0, 0};
+  CHECK(orientation_code(img) == "ILA");
+  const auto ras = reorient_to_ras(img);
+  CHECK(orientation_code(ras) == "RAS");
+  CHECK(ras.size_xyz() == std::array<index_t, 3>{5, 4, 6});
+  CHECK(ras.spacing_mm == Vec<3>{1.5, 2.5, 0.5});
+  // Every voxel: same value at the same world point.
+  for (index_t z = 0; z < ras.voxels.extent(0); ++z)
+    for (index_t y = 0; y < ras.voxels.extent(1); ++y)
+      for (index_t x = 0; x < ras.voxels.extent(2); ++x) {
+        const auto p = ras.index_to_physical({double(x), double(y), double(z)});
+        const auto q = img.physical_to_index(p);
+        const auto xi = index_t(std::lround(q[0])), yi = index_t(std::lround(q[1])), zi = index_t(std::lround(q[2]));
+        REQUIRE(std::abs(q[0] - double(xi)) < 1e-9);
+        CHECK(ras.voxels(z, y, x) == img.voxels(zi, yi, xi));
+      }
+  // Reorienting twice changes nothing; an invalid permutation is an error.
+  CHECK(bitwise_equal(reorient_to_ras(ras).voxels, ras.voxels));
+  CHECK_THROWS_AS(permute_flip_axes(img, {0, 0, 1}, {false, false, false}), Error);
+  // 2D: a flipped-x image becomes "RA".
+  Image<float, 2> g(Shape<2>{2, 3});
+  for (index_t i = 0; i < 6; ++i) g.voxels.data()[i] = float(i);
+  CHECK(orientation_code(g) == "LP");
+  const auto g2 = reorient_to_ras(g);
+  CHECK(orientation_code(g2) == "RA");
+  CHECK(g2.voxels(0, 0) == g.voxels(1, 2));
 }

@@ -46,7 +46,7 @@ extern "C" inline tmsize_t rlmed_tiff_read(thandle_t h, void* buf, tmsize_t n) {
   auto* m = static_cast<TiffMemory*>(h);
   const std::size_t avail = m->pos < m->data.size() ? m->data.size() - m->pos : 0;
   const std::size_t k = std::min<std::size_t>(avail, static_cast<std::size_t>(n));
-  std::memcpy(buf, m->data.data() + m->pos, k);
+  if (k) std::memcpy(buf, m->data.data() + m->pos, k);
   m->pos += k;
   return static_cast<tmsize_t>(k);
 }
@@ -54,7 +54,7 @@ extern "C" inline tmsize_t rlmed_tiff_write(thandle_t h, void* buf, tmsize_t n) 
   auto* m = static_cast<TiffMemory*>(h);
   const auto k = static_cast<std::size_t>(n);
   if (m->pos + k > m->data.size()) m->data.resize(m->pos + k);
-  std::memcpy(m->data.data() + m->pos, buf, k);
+  if (k) std::memcpy(m->data.data() + m->pos, buf, k);
   m->pos += k;
   return n;
 }
