@@ -16,7 +16,7 @@
 #include "rlmed/core/safetensors.hpp"
 #include "rlmed/core/shape.hpp"
 #include "rlmed/core/tensor.hpp"
-#include "rlmed/imaging/png.hpp"
+#include "rlmed/imaging/imaging.hpp"
 #include "rlmed/nn/nn.hpp"
 
 #if defined(RLMED_WITH_CUDA)
