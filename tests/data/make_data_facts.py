@@ -11,6 +11,7 @@ origin and direction in rlmed's LPS world ((x, y, z) order), the label set of la
 two checksums of the decoded values in that order: the plain sum and the weighted sum
 sum_i v_i * ((i mod 1009) + 1), which also catches transposed or shifted data.
 """
+import ast
 import gzip
 import json
 import os
@@ -19,6 +20,7 @@ import zlib
 import nibabel as nib
 import numpy as np
 from PIL import Image
+from scipy import ndimage as ndi
 
 DATA = os.environ.get("RLMED_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data_facts.json")
@@ -44,7 +46,8 @@ def nifti_facts(path, labels=False):
     return facts
 
 
-def mha_facts(path):
+def mha_array(path):
+    """(voxels in file order = rlmed's tensor order, header fields) of a MetaImage with inline data."""
     raw = open(path, "rb").read()
     fields, pos = {}, 0
     while True:
@@ -59,12 +62,37 @@ def mha_facts(path):
     payload = raw[pos:]
     if fields.get("CompressedData", "False") == "True":
         payload = zlib.decompress(payload)
-    arr = np.frombuffer(payload, dtype=dtype).reshape(dims[::-1])
-    n = len(dims)
+    return np.frombuffer(payload, dtype=dtype).reshape(dims[::-1]), fields
+
+
+def mha_facts(path):
+    arr, fields = mha_array(path)
+    n = arr.ndim
     tm = np.array([float(v) for v in fields.get("TransformMatrix", " ".join(["1" if i % (n + 1) == 0 else "0" for i in range(n * n)])).split()]).reshape(n, n)
     return {"shape": list(arr.shape), "spacing": [float(v) for v in fields["ElementSpacing"].split()],
             "origin": [float(v) for v in fields["Offset"].split()], "direction": tm.T.ravel().tolist(),
             "labels": sorted(int(v) for v in np.unique(arr)) if arr.dtype == np.uint8 else None, **checksums(arr)}
+
+
+def reference_metrics():
+    """The metric definitions of tests/golden/make_golden_metrics.py (scipy/numpy: Dice, IoU, PPV,
+    SEN with eps 1e-4, boundary IoU, HD95/Hausdorff/mean surface distance), taken from that
+    script's source so both generators score masks the same way (the script itself writes its
+    fixtures when run, so it is not imported)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden", "make_golden_metrics.py")
+    tree = ast.parse(open(path).read())
+    wanted = {"overlap", "boundary_iou", "surface_metrics"}
+    module = ast.Module(body=[n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in wanted], type_ignores=[])
+    namespace = {"np": np, "ndi": ndi, "EPS": 1e-4}
+    exec(compile(module, path, "exec"), namespace)
+    return namespace
+
+
+def mask_pair_facts(pred, label, spacing_zyx):
+    m = reference_metrics()
+    biou, width = m["boundary_iou"](pred, label)
+    return {"scores": m["overlap"](pred, label) + [biou, width],
+            "surface": m["surface_metrics"](pred, label, spacing_zyx)}
 
 
 def main():
@@ -104,6 +132,20 @@ def main():
             a = np.asarray(Image.open(os.path.join(folder, name)).convert("L"))
             em.append(("isbi2012-em/data/membrane/train/%s/%s" % (sub, name), {"shape": list(a.shape), **checksums(a)}))
     facts.update(em)
+    # Metrics on real masks (pred, label): the CT head masks of the 2D pair, the 3D lung masks
+    # (anisotropic spacing, distances in mm) and two EM membrane label maps (cell interior = 255).
+    ct = os.path.join(DATA, "itkelastix-ct")
+    a, fa = mha_array(os.path.join(ct, "CT_2D_head_fixed_mask.mha"))
+    b, _ = mha_array(os.path.join(ct, "CT_2D_head_moving_mask.mha"))
+    facts["metrics:ct2d_head_masks"] = mask_pair_facts(b != 0, a != 0, [float(v) for v in fa["ElementSpacing"].split()][::-1])
+    a, fa = mha_array(os.path.join(ct, "CT_3D_lung_fixed_mask.mha"))
+    b, _ = mha_array(os.path.join(ct, "CT_3D_lung_moving_mask.mha"))
+    b = b[:a.shape[0], :a.shape[1], :a.shape[2]]  # the moving grid is larger: its leading corner
+    facts["metrics:ct3d_lung_masks"] = mask_pair_facts(b != 0, a != 0, [float(v) for v in fa["ElementSpacing"].split()][::-1])
+    labels = os.path.join(DATA, "isbi2012-em/data/membrane/train/label")
+    l0 = np.asarray(Image.open(os.path.join(labels, "0.png")).convert("L")) > 127
+    l1 = np.asarray(Image.open(os.path.join(labels, "1.png")).convert("L")) > 127
+    facts["metrics:em_labels_0_1"] = mask_pair_facts(l1, l0, [1.0, 1.0])
     with open(OUT, "w") as f:  # one entry per line: reviewable diffs
         f.write("{\n" + ",\n".join(" %s: %s" % (json.dumps(k), json.dumps(facts[k], sort_keys=True)) for k in sorted(facts)) + "\n}\n")
     print("wrote", OUT, len(facts), "entries")

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "rlmed/imaging/io/io.hpp"
+#include "rlmed/imaging/metrics.hpp"
 
 using namespace rlmed;
 using namespace rlmed::imaging;
@@ -165,6 +166,57 @@ TEST_CASE("ISBI 2012 EM PNGs: 30 images and 30 membrane labels") {
     ++n;
   }
   CHECK(n == 60);
+}
+
+// rlmed's metrics on real masks against the scipy/numpy definitions of
+// tests/golden/make_golden_metrics.py, evaluated by make_data_facts.py.
+template <std::size_t R>
+void check_mask_metrics(TensorView<const std::uint8_t, R> pred, TensorView<const std::uint8_t, R> label,
+                        const AxisSpacing<R>& spacing, const nlohmann::json& f) {
+  const auto want = f["scores"].get<std::vector<double>>(), surf = f["surface"].get<std::vector<double>>();
+  const auto s = overlap_scores(pred, label);
+  CHECK(s.dice == doctest::Approx(want[0]).epsilon(1e-12));
+  CHECK(s.iou == doctest::Approx(want[1]).epsilon(1e-12));
+  CHECK(s.ppv == doctest::Approx(want[2]).epsilon(1e-12));
+  CHECK(s.sensitivity == doctest::Approx(want[3]).epsilon(1e-12));
+  CHECK(boundary_iou(pred, label) == doctest::Approx(want[4]).epsilon(1e-12));
+  CHECK(default_boundary_band_width(pred.shape()) == want[5]);
+  const auto d = surface_distance_summary(pred, label, spacing, 95.0);
+  CHECK(d.percentile == doctest::Approx(surf[0]).epsilon(1e-9));
+  CHECK(d.hausdorff == doctest::Approx(surf[1]).epsilon(1e-9));
+  CHECK(d.mean == doctest::Approx(surf[2]).epsilon(1e-9));
+}
+
+template <class T, std::size_t R>
+Tensor<std::uint8_t, R> binary(TensorView<const T, R> v, double threshold) {
+  Tensor<std::uint8_t, R> m(v.shape());
+  for (index_t i = 0; i < v.size(); ++i) m.data()[i] = double(v.data()[i]) > threshold ? 1 : 0;
+  return m;
+}
+
+TEST_CASE("Metrics on real masks: CT head and lung masks, EM membrane labels") {
+  const auto ct = data_dir() / "itkelastix-ct";
+  {
+    const auto fixed = read_metaimage<std::uint8_t, 2>(ct / "CT_2D_head_fixed_mask.mha");
+    const auto moving = read_metaimage<std::uint8_t, 2>(ct / "CT_2D_head_moving_mask.mha");
+    check_mask_metrics<2>(binary<std::uint8_t, 2>(moving.view(), 0).view(), binary<std::uint8_t, 2>(fixed.view(), 0).view(),
+                          spacing_per_tensor_axis(fixed), facts()["metrics:ct2d_head_masks"]);
+  }
+  {
+    const auto fixed = read_metaimage<std::uint8_t, 3>(ct / "CT_3D_lung_fixed_mask.mha");
+    const auto moving = read_metaimage<std::uint8_t, 3>(ct / "CT_3D_lung_moving_mask.mha");
+    // The moving grid is larger: compare its leading corner of the fixed grid's size.
+    Tensor<std::uint8_t, 3> corner(fixed.shape());
+    for (index_t z = 0; z < fixed.voxels.extent(0); ++z)
+      for (index_t y = 0; y < fixed.voxels.extent(1); ++y)
+        for (index_t x = 0; x < fixed.voxels.extent(2); ++x) corner(z, y, x) = moving.voxels(z, y, x) != 0;
+    check_mask_metrics<3>(corner.view(), binary<std::uint8_t, 3>(fixed.view(), 0).view(), spacing_per_tensor_axis(fixed),
+                          facts()["metrics:ct3d_lung_masks"]);
+  }
+  const auto labels = data_dir() / "isbi2012-em/data/membrane/train/label";
+  const auto l0 = read_png_gray(labels / "0.png"), l1 = read_png_gray(labels / "1.png");
+  check_mask_metrics<2>(binary<std::uint8_t, 2>(l1.view(), 127).view(), binary<std::uint8_t, 2>(l0.view(), 127).view(),
+                        {1.0, 1.0}, facts()["metrics:em_labels_0_1"]);
 }
 
 TEST_CASE("Data files survive rlmed's own round trip (read → write → read is exact)") {
