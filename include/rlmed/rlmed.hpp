@@ -18,6 +18,8 @@
 #include "rlmed/core/tensor.hpp"
 #include "rlmed/imaging/imaging.hpp"
 #include "rlmed/nn/nn.hpp"
+#include "rlmed/env/classic/classic.hpp"
+#include "rlmed/rl/rl.hpp"
 
 #if defined(RLMED_WITH_CUDA)
 #include "rlmed/core/cuda_runtime.hpp"
