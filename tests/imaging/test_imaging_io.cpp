@@ -130,6 +130,21 @@ TEST_CASE("NIfTI: RAS affine becomes LPS geometry; scl_slope/inter applied; head
   CHECK(bitwise_equal(raw.voxels, img.voxels));
 }
 
+TEST_CASE("NIfTI: a sheared direction is written as sform only and read back unchanged") {
+  auto img = random_image<float, 3>(Shape<3>{3, 4, 5}, 4);
+  img.direction = {1, 0.6, 0, 0, 0.8, 0, 0, 0, 1};  // unit columns, not orthogonal
+  write_nifti(scratch("shear.nii"), img);
+  const auto h = read_nifti_header(scratch("shear.nii"));
+  CHECK(h.qform_code == 0);
+  CHECK(h.sform_code == 1);
+  const auto back = read_nifti<float, 3>(scratch("shear.nii"));
+  for (std::size_t k = 0; k < 9; ++k) CHECK(back.direction[k] == doctest::Approx(img.direction[k]).epsilon(1e-6));
+  for (index_t z = 0; z < 3; ++z) {
+    const auto p = img.index_to_physical({1, 2, double(z)}), q = back.index_to_physical({1, 2, double(z)});
+    for (std::size_t a = 0; a < 3; ++a) CHECK(q[a] == doctest::Approx(p[a]).epsilon(1e-6));
+  }
+}
+
 TEST_CASE("NIfTI: big-endian files are read") {
   // Build a big-endian file by hand from a little-endian one.
   const auto img = random_image<std::int16_t, 3>(Shape<3>{2, 3, 4}, 5);
@@ -280,6 +295,8 @@ TEST_CASE("npy and npz: round trips, Fortran order, big-endian, ZIP64, CRC and b
   expect_error("{'descr': '<f4', 'shape': (1,), }", "missing key");
   expect_error("{'descr': '<f4', 'fortran_order': Maybe, 'shape': (1,), }", "bad bool");
   expect_error("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999,), }", "huge");
+  // 2^61 elements: the byte count would wrap to 0 and match an empty payload.
+  expect_error("{'descr': '<f8', 'fortran_order': True, 'shape': (2147483648, 1073741824), }", "wrapping byte count");
 }
 
 TEST_CASE("TIFF, PNG and JPEG round trips; JPEG decodes what it encoded closely") {
@@ -311,6 +328,16 @@ TEST_CASE("TIFF, PNG and JPEG round trips; JPEG decodes what it encoded closely"
   jb.resize(jb.size() / 3);
   write_bytes(scratch("trunc.jpg"), jb);
   CHECK_THROWS_AS(read_jpeg_gray(scratch("trunc.jpg")), Error);
+  // 16-bit PNG: values as stored, never gamma-encoded; reading it as 8-bit is an error.
+  Image<std::uint16_t, 2> g16(Shape<2>{5, 7});
+  for (index_t i = 0; i < g16.voxels.size(); ++i) g16.voxels.data()[i] = std::uint16_t(i * 1871);
+  write_image(scratch("g16.png"), g16);
+  CHECK(png_is_16bit(scratch("g16.png")));
+  CHECK(bitwise_equal(read_png_gray16(scratch("g16.png")), g16.voxels));
+  CHECK(bitwise_equal(read_image<std::uint16_t, 2>(scratch("g16.png")).voxels, g16.voxels));
+  CHECK_THROWS_AS(read_png_gray(scratch("g16.png")), Error);
+  CHECK_THROWS_AS((read_image<std::uint8_t, 2>(scratch("g16.png"))), Error);  // values above 255
+  CHECK_THROWS_AS(read_png_gray16(scratch("g.png")), Error);
   write_text(scratch("not.jpg"), "not a jpeg");
   CHECK_THROWS_AS(read_jpeg_gray(scratch("not.jpg")), Error);
   CHECK_THROWS_AS((read_image<float, 2>(scratch("x.bmp"))), Error);

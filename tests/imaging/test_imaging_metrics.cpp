@@ -397,6 +397,20 @@ TEST_CASE("boundary IoU on hand-computed bands, border handling and default widt
   CHECK(band(1, 0) == 1);
   CHECK(band(1, 2) == 0);
 
+  // A diamond |x| + |y| <= 3 (25 voxels): the reference's 3×3 erosion keeps only |x| + |y| <= 1,
+  // so the width-1 band holds 20 voxels (a Euclidean band would hold 12).
+  Tensor<std::uint8_t, 2> diamond(Shape<2>{9, 9}), diamond_band(Shape<2>{9, 9});
+  for (index_t y = 0; y < 9; ++y)
+    for (index_t x = 0; x < 9; ++x) diamond(y, x) = std::abs(y - 4) + std::abs(x - 4) <= 3 ? 1 : 0;
+  boundary_band_into<2>(diamond_band.view(), diamond, 1.0, true, ws);
+  index_t diamond_count = 0;
+  for (auto v : diamond_band) diamond_count += v;
+  CHECK(diamond_count == 20);
+  CHECK(diamond_band(4, 4) == 0);
+  CHECK(diamond_band(3, 3) == 1);
+  boundary_band_into<2>(diamond_band.view(), diamond, 0.5, true, ws);
+  for (auto v : diamond_band) CHECK(v == 0);
+
   const Tensor<std::uint8_t, 2> empty(Shape<2>{5, 5});
   CHECK(boundary_iou(empty, empty) == 1.0);
   o.band_width_vox = -1;

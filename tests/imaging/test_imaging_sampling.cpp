@@ -3,6 +3,8 @@
 // bounds tests, hand-computed values, and geometric identities.
 #include <doctest/doctest.h>
 
+#include <set>
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -476,4 +478,20 @@ TEST_CASE("resampling and grids reject bad input") {
   Image<std::uint8_t, 2> labels(Tensor<std::uint8_t, 2>(Shape<2>{4, 4}), Vec<2>{1.0, 1.0});
   CHECK_THROWS_AS(resample(labels, grid_of(labels), Interpolation::linear), Error);
   CHECK_THROWS_AS(gaussian_kernel(std::nan("")), Error);
+}
+
+TEST_CASE("resample_to_spacing and rescale accept integer label images (nearest, never smoothed)") {
+  Image<std::uint8_t, 3> labels(Shape<3>{4, 6, 8});
+  for (index_t z = 0; z < 4; ++z)
+    for (index_t y = 0; y < 6; ++y)
+      for (index_t x = 0; x < 8; ++x) labels.voxels(z, y, x) = std::uint8_t(x < 4 ? 3 : 7);
+  ResampleOptions nearest;
+  nearest.mode = Interpolation::nearest;
+  const auto coarse = resample_to_spacing(labels, Vec<3>{2.0, 2.0, 2.0}, nearest);
+  CHECK(coarse.size_xyz() == std::array<index_t, 3>{4, 3, 2});
+  std::set<int> values;
+  for (auto v : coarse.voxels) values.insert(v);
+  CHECK(values == std::set<int>{3, 7});
+  const auto same = rescale(labels, Vec<3>{1.0, 1.0, 1.0}, nearest);
+  CHECK(bitwise_equal(same.voxels, labels.voxels));
 }

@@ -2,8 +2,10 @@
 //
 // Design decisions:
 //  * Every reader decodes from memory. Decompression always has an output ceiling that the
-//    caller derives from a validated header (or a sane limit), so a hostile file cannot make
-//    rlmed allocate gigabytes ("zip bomb") — it gets an rlmed::Error instead.
+//    caller derives from a validated header (at most kMaxArrayElements elements) or a sane
+//    limit, and the output buffer grows only as data is actually produced (at most twice what
+//    was produced), so a stream that inflates beyond what its header promises is an
+//    rlmed::Error, and a short stream costs only what it holds.
 //  * One inflate routine handles the three framings the formats use: gzip (.nii.gz, .gz IDX),
 //    zlib (MetaImage CompressedData) and raw deflate (zip members of .npz).
 //  * ByteCursor never reads past its end: every get checks and throws, naming the source.

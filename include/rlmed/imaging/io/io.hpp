@@ -50,10 +50,16 @@ Image<T, Dim> read_image(const std::filesystem::path& path) {
     case ImageFormat::jpeg: {
       static_assert(Dim == 2 || Dim == 3);
       if constexpr (Dim == 2) {
-        const auto px = image_format_of(path) == ImageFormat::png ? read_png_gray(path) : read_jpeg_gray(path);
         Image<T, Dim> img;
-        img.voxels = Tensor<T, 2>::uninitialized(px.shape());
-        for (index_t i = 0; i < px.size(); ++i) img.voxels.data()[i] = static_cast<T>(px.data()[i]);
+        auto convert = [&](const auto& px) {
+          img.voxels = Tensor<T, 2>::uninitialized(px.shape());
+          for (index_t i = 0; i < px.size(); ++i)
+            if (!convert_value<T>(px.data()[i], img.voxels.data()[i]))
+              RLMED_THROW("'", path.string(), "': pixel value ", px.data()[i], " does not fit the requested element type");
+        };
+        if (image_format_of(path) == ImageFormat::jpeg) convert(read_jpeg_gray(path));
+        else if (png_is_16bit(path)) convert(read_png_gray16(path));
+        else convert(read_png_gray(path));
         return img;
       } else {
         RLMED_THROW("'", path.string(), "' is a 2D picture format; read it as a 2D image");
@@ -70,7 +76,7 @@ Image<T, Dim> read_image(const std::filesystem::path& path) {
 }
 
 /// Writes an image; the format follows the extension (.nii[.gz], .mha, .npy, .tif[f], and for
-/// 8-bit 2D images .png).
+/// 2D uint8/uint16 images .png, for 2D uint8 images .jpg).
 template <class T, std::size_t Dim>
 void write_image(const std::filesystem::path& path, const Image<T, Dim>& img) {
   switch (image_format_of(path)) {
@@ -82,11 +88,11 @@ void write_image(const std::filesystem::path& path, const Image<T, Dim>& img) {
       else write_tiff_stack<T>(path, img.view());
       return;
     case ImageFormat::png:
-      if constexpr (Dim == 2 && std::is_same_v<T, std::uint8_t>) {
+      if constexpr (Dim == 2 && (std::is_same_v<T, std::uint8_t> || std::is_same_v<T, std::uint16_t>)) {
         write_png(path, img.view());
         return;
       } else {
-        RLMED_THROW("'", path.string(), "': PNG output needs a 2D uint8 image");
+        RLMED_THROW("'", path.string(), "': PNG output needs a 2D uint8 or uint16 image");
       }
     case ImageFormat::jpeg:
       if constexpr (Dim == 2 && std::is_same_v<T, std::uint8_t>) {

@@ -20,6 +20,7 @@
 namespace rlmed::imaging {
 
 inline constexpr index_t kMaxJpegSide = 1 << 15;
+inline constexpr std::uint64_t kMaxJpegPixels = std::uint64_t(1) << 28;
 
 namespace detail {
 
@@ -56,7 +57,8 @@ inline std::string decode_jpeg(const std::vector<std::byte>& bytes, J_COLOR_SPAC
     jpeg_destroy_decompress(&cinfo);
     return "no JPEG header";
   }
-  if (cinfo.image_width == 0 || cinfo.image_height == 0 || cinfo.image_width > kMaxJpegSide || cinfo.image_height > kMaxJpegSide) {
+  if (cinfo.image_width == 0 || cinfo.image_height == 0 || cinfo.image_width > kMaxJpegSide || cinfo.image_height > kMaxJpegSide ||
+      std::uint64_t(cinfo.image_width) * cinfo.image_height > kMaxJpegPixels) {
     jpeg_destroy_decompress(&cinfo);
     return "image size out of range";
   }

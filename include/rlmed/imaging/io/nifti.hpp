@@ -6,8 +6,9 @@
 //    passes — first only the 348-byte header, then exactly the bytes that header promises — so a
 //    forged header cannot make us inflate gigabytes.
 //  * Either byte order; the data types of the standard except complex/RGB/bit (clear errors).
-//  * Geometry follows nibabel's precedence: sform when sform_code > 0, else qform when
-//    qform_code > 0, else the pixdim scaling of ANALYZE. NIfTI world space is RAS; rlmed's is
+//  * Geometry: sform when sform_code > 0, else qform when qform_code > 0 (nibabel's
+//    precedence), else the standard's "method 1" — diag(pixdim) with zero origin (nibabel
+//    instead centres the origin and flips x for such files). NIfTI world space is RAS; rlmed's is
 //    LPS (see image.hpp), so the first two world rows change sign on read and on write.
 //    An affine with shear keeps it in `direction` (columns need not be orthonormal).
 //  * scl_slope/scl_inter are applied when slope is non-zero and the pair is not the identity
@@ -210,11 +211,9 @@ inline NiftiHeader parse_nifti_header(std::span<const std::byte> bytes, const st
   return h;
 }
 
-/// Number of bytes of voxel data a header promises.
-inline std::size_t nifti_data_bytes(const NiftiHeader& h) {
-  std::size_t n = element_size(h.element);
-  for (auto d : h.dim) n *= std::size_t(d);
-  return n;
+/// Number of bytes of voxel data a header promises (rlmed::Error beyond kMaxArrayElements).
+inline std::size_t nifti_data_bytes(const NiftiHeader& h, const std::string& source = "NIfTI header") {
+  return std::size_t(checked_element_count(h.dim, source)) * element_size(h.element);
 }
 
 /// A NIfTI file as header + decoded voxel array (extents in file order x, y, z, t, ... reversed
@@ -230,7 +229,7 @@ inline NiftiFile parse_nifti(std::span<const std::byte> file, const std::string&
   if (is_gzip(file)) {
     const auto head = inflate_bounded(file, Framing::gzip, 1 << 20, source, 348);
     const NiftiHeader peek = parse_nifti_header(head, source);
-    const std::size_t need = std::size_t(peek.vox_offset) + nifti_data_bytes(peek);
+    const std::size_t need = std::size_t(peek.vox_offset) + nifti_data_bytes(peek, source);
     inflated = inflate_bounded(file, Framing::gzip, need + (1 << 20), source);
     bytes = inflated;
   }
@@ -238,7 +237,7 @@ inline NiftiFile parse_nifti(std::span<const std::byte> file, const std::string&
   f.header = parse_nifti_header(bytes, source);
   const auto& h = f.header;
   const std::size_t off = std::size_t(h.vox_offset);
-  const std::size_t need = nifti_data_bytes(h);
+  const std::size_t need = nifti_data_bytes(h, source);
   RLMED_CHECK(bytes.size() >= off && bytes.size() - off >= need, "'", source, "' is truncated: header promises ", need,
               " bytes of voxels at offset ", off, ", file has ", bytes.size() - std::min(bytes.size(), off));
   std::vector<index_t> shape;
@@ -339,12 +338,20 @@ std::vector<std::byte> nifti_bytes(const Image<T, Dim>& img, const std::string& 
   put(112, float(1));  // scl_slope 1, inter 0: values as stored
   put(123, char(2));   // xyzt_units: mm
   std::memcpy(out.data() + 148, description.data(), std::min<std::size_t>(description.size(), 79));
-  // qform: rotation part (orthonormalised direction, third column flipped when improper).
+  // qform: the rotation (third column flipped when improper). A sheared direction has no
+  // quaternion form, so then only the sform is written (qform_code 0) rather than a wrong qform.
   std::array<double, 9> R{};
   for (std::size_t k = 0; k < 9; ++k) R[k] = dir[k];
   if (qfac < 0) for (std::size_t r = 0; r < 3; ++r) R[r * 3 + 2] *= -1;
+  bool orthonormal = true;
+  for (std::size_t i = 0; i < 3; ++i)
+    for (std::size_t j = 0; j < 3; ++j) {
+      double dot = 0;
+      for (std::size_t r = 0; r < 3; ++r) dot += R[r * 3 + i] * R[r * 3 + j];
+      orthonormal = orthonormal && std::abs(dot - (i == j ? 1.0 : 0.0)) < 1e-6;
+    }
   const auto q = detail::rotation_to_quatern(R);
-  put(252, std::int16_t(1));
+  put(252, std::int16_t(orthonormal ? 1 : 0));
   put(254, std::int16_t(1));
   for (std::size_t k = 0; k < 3; ++k) put(256 + 4 * k, float(q[k]));
   for (std::size_t k = 0; k < 3; ++k) put(268 + 4 * k, float(org[k]));

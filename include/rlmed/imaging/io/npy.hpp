@@ -413,6 +413,9 @@ class NpzWriter {
       put32(cd, offset);
       for (char ch : fname) cd.push_back(std::byte(ch));
     }
+    RLMED_CHECK(out.size() < 0xffffffffu && cd.size() < 0xffffffffu && members_.size() < 0xffff,
+                "NpzWriter: archives over 4 GiB or with 65535 members or more are not supported (", members_.size(),
+                " members, ", out.size(), " bytes)");
     const auto cd_offset = static_cast<std::uint32_t>(out.size());
     out.insert(out.end(), cd.begin(), cd.end());
     put32(out, 0x06054b50); put16(out, 0); put16(out, 0);

@@ -11,6 +11,8 @@
 //    product must fit the bytes actually present.
 #pragma once
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -18,6 +20,7 @@
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "rlmed/core/error.hpp"
@@ -141,16 +144,21 @@ struct RawArray {
   }
 };
 
-/// Checks extents (each in [0, max_extent]) and returns the element count, guarding overflow.
+/// Most elements any decoded array may hold (2^40): element counts times element sizes (≤ 8
+/// bytes) then never overflow, and absurd headers are rejected before anything is allocated.
+inline constexpr index_t kMaxArrayElements = index_t(1) << 40;
+
+/// Checks extents (each in [0, max_extent]) and returns the element count, which must not
+/// exceed kMaxArrayElements.
 inline index_t checked_element_count(std::span<const index_t> shape, const std::string& source,
                                      index_t max_extent = index_t(1) << 31) {
   index_t n = 1;
   for (auto e : shape) {
     RLMED_CHECK(e >= 0 && e <= max_extent, "'", source, "' declares an extent of ", e, "; expected 0 ≤ extent ≤ ",
                 max_extent);
-    if (e && n > std::numeric_limits<index_t>::max() / e)
+    if (e && n > kMaxArrayElements / e)
       RLMED_THROW("'", source, "' declares extents ", std::vector<index_t>(shape.begin(), shape.end()),
-                  " whose product overflows");
+                  " holding more than ", kMaxArrayElements, " elements");
     n *= e;
   }
   return n;

@@ -15,6 +15,8 @@
 #include <cstdarg>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -71,8 +73,16 @@ extern "C" inline toff_t rlmed_tiff_size(thandle_t h) { return static_cast<TiffM
 extern "C" inline int rlmed_tiff_map(thandle_t, void**, toff_t*) { return 0; }
 extern "C" inline void rlmed_tiff_unmap(thandle_t, void*, toff_t) {}
 
-// Installs rlmed's handlers for the lifetime of the guard.
+// libtiff's handlers are process-wide: one mutex serialises rlmed's libtiff calls so that no
+// thread swaps them under another's feet.
+inline std::mutex& tiff_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+// Installs rlmed's handlers (and holds the libtiff mutex) for the lifetime of the guard.
 struct TiffHandlerGuard {
+  std::lock_guard<std::mutex> lock{tiff_mutex()};
   TIFFErrorHandler old_error, old_warning;
   TiffHandlerGuard() : old_error(TIFFSetErrorHandler(rlmed_tiff_error)), old_warning(TIFFSetWarningHandler(rlmed_tiff_warning)) {
     tiff_last_error.clear();
@@ -152,7 +162,9 @@ inline RawArray parse_tiff(std::vector<std::byte> file, const std::string& sourc
       std::uint32_t tw = 0, th = 0;
       TIFFGetField(tif.get(), TIFFTAG_TILEWIDTH, &tw);
       TIFFGetField(tif.get(), TIFFTAG_TILELENGTH, &th);
-      RLMED_CHECK(tw >= 1 && th >= 1 && tw <= kMaxTiffSide && th <= kMaxTiffSide, "'", source, "': bad TIFF tile size ", tw, "x", th);
+      // Tiles are multiples of 16 that cover the page: never more than 16 beyond its sides.
+      RLMED_CHECK(tw >= 1 && th >= 1 && tw <= w + 16 && th <= h + 16, "'", source, "': TIFF tile size ", tw, "x", th,
+                  " does not fit page size ", w, "x", h);
       std::vector<std::byte> tile(std::size_t(tw) * th * es);
       for (std::uint32_t y = 0; y < h; y += th)
         for (std::uint32_t x = 0; x < w; x += tw) {
