@@ -263,7 +263,6 @@ class DeterministicActorCritic {
     }
   }
 
-  /// Runs the gradient steps due after the observed env steps (none during warm-up).
   /// The training loop's entry point (train_loop.hpp): runs the gradient steps due and reports the
   /// mean critic loss and the exploration column. The agent counts observed transitions itself,
   /// so `env_steps` (the loop's count) is informational.

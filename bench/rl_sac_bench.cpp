@@ -1,0 +1,83 @@
+// SAC benchmarks, the same work as bench/peers/rl_sac_torch.py (PyTorch, 2 threads):
+//   * SacUpdate/<hidden>: one SAC gradient step at batch 256 (temperature, twin soft-Q critics,
+//     actor through the critics, Polyak targets) on a replay of 10,000 Pendulum transitions, with
+//     two hidden ReLU layers of 64 or 256 units (the paper's width); counter updates/s.
+//   * SacSolvePendulum: wall time of the learning test's run (examples/pendulum_sac defaults:
+//     64-64 networks, Adam 1e-3, batch 256, 1,000 random steps) until 20 deterministic evaluation
+//     episodes average >= -200, evaluating every 1,000 steps; counters solved_at_step and updates/s.
+// --threads via the environment: OMP_NUM_THREADS (the peer uses torch.set_num_threads(2)).
+#include <benchmark/benchmark.h>
+
+#include "rlmed/env/classic/pendulum.hpp"
+#include "rlmed/rl/agents/sac.hpp"
+#include "rlmed/rl/train_loop.hpp"
+
+using namespace rlmed;
+
+namespace {
+
+template <int Hidden>
+using Actor = nn::Sequential<nn::Linear<Hidden>, nn::ReLU, nn::Linear<Hidden>, nn::ReLU, nn::GaussianPolicyHead<1>>;
+template <int Hidden>
+using Critic = nn::Sequential<nn::Linear<Hidden>, nn::ReLU, nn::Linear<Hidden>, nn::ReLU, nn::Linear<1>>;
+template <int Hidden>
+using Agent = rl::agents::SAC<env::Pendulum, Actor<Hidden>, Critic<Hidden>>;
+
+rl::agents::SacConfig config(std::int64_t random_steps) {
+  rl::agents::SacConfig c;
+  c.actor_lr = c.critic_lr = c.alpha_lr = 1e-3;
+  c.batch_size = 256;
+  c.buffer_capacity = 100'000;
+  c.random_steps = random_steps;
+  c.learning_starts = random_steps;
+  c.seed = 1;
+  return c;
+}
+
+template <int Hidden>
+void sac_update(benchmark::State& state) {
+  Agent<Hidden> agent(config(1'000'000));  // acting stays uniform: only the update is timed
+  env::Pendulum e;
+  PhiloxStream rng(1, 1u << 20);
+  auto obs = e.reset(rng);
+  for (int t = 0; t < 10'000; ++t) {
+    const auto a = agent.act(obs);
+    const auto r = e.step(a);
+    agent.observe(obs, a, r.reward, r.observation, r.terminated, r.truncated);
+    obs = r.done() ? e.reset(rng) : r.observation;
+  }
+  rl::agents::OffPolicyStats stats;
+  for (int k = 0; k < 10; ++k) agent.gradient_step(stats);  // workspaces sized
+  for (auto _ : state) {
+    agent.gradient_step(stats);
+    benchmark::ClobberMemory();
+  }
+  state.counters["updates/s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void sac_solve_pendulum(benchmark::State& state) {
+  for (auto _ : state) {
+    Agent<64> agent(config(1'000));
+    rl::TrainConfig tc;
+    tc.total_steps = 30'000;
+    tc.seed = 1;
+    tc.eval_every = 1'000;
+    tc.eval_episodes = 20;
+    tc.log_every = 1'000;
+    tc.stop_at_eval_return = -200.0;
+    tc.progress = rl::ProgressMode::none;
+    rl::TrainLoop<env::Pendulum, Agent<64>> loop(tc, agent);
+    const auto r = loop.run();
+    state.counters["solved_at_step"] = static_cast<double>(r.solved_at_step);
+    state.counters["eval_return"] = r.last_eval ? r.last_eval->mean_return : 0.0;
+    state.counters["updates/s"] = r.wall_seconds > 0 ? static_cast<double>(r.gradient_steps) / r.wall_seconds : 0.0;
+  }
+}
+
+}  // namespace
+
+BENCHMARK(sac_update<64>)->Name("SacUpdate/64")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(sac_update<256>)->Name("SacUpdate/256")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(sac_solve_pendulum)->Name("SacSolvePendulum")->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+
+BENCHMARK_MAIN();
