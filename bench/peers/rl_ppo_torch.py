@@ -12,10 +12,12 @@ one batched policy query per step; stop once their mean return reaches 475. Cart
 Gymnasium's equations (float64 state, float32 observations, 500-step limit).
 
 Run:  /usr/bin/python3 bench/peers/rl_ppo_torch.py [update|solve] [seeds, e.g. 1,2,3; default 1]
+      (PEER_THREADS=1 in the environment for one intra-op thread instead of 2)
 Prints: PPO_Update/B  median microseconds per minibatch step and updates/s (B = 64, 256)
         PPO_CartPoleSolve  wall seconds, the step it was solved at, env steps/s and updates/s.
 """
 import math
+import os
 import statistics
 import sys
 import time
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("PEER_THREADS", "2")))
 WHAT = sys.argv[1] if len(sys.argv) > 1 else ""
 SEEDS = [int(x) for x in sys.argv[2].split(",")] if len(sys.argv) > 2 else [1]
 

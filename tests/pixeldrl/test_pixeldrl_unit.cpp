@@ -312,6 +312,15 @@ TEST_CASE("returns with a known filter, worked out by hand") {
         std::vector<double>{12, 6, 4.25, 4.5, 9, 6.5, 1, 1, 2.75});
   // The paper's one-step form at the centre: r + γ Σ_j w_{i-j} V_j = 0 + 0.5 (1·V(1,0) + 2·V(2,2)) = 11.
   CHECK(returns(1, 0, 0, 1, 1) == 0.5 * (1 * 4 + 2 * 9));
+  // The convolution alone.
+  Tensor<double, 4> conv(Shape<4>{1, 1, 3, 3});
+  rl::reward_map_convolve_into(conv.view(), TensorView<const double, 4>(bootstrap),
+                               TensorView<const double, 2>(filter.weight.value));
+  CHECK(as_vector(conv.view()) == std::vector<double>{10, 13, 2, 16, 22, 5, 0, 7, 8});
+  CHECK_THROWS_WITH_AS(rl::reward_map_convolve_into(TensorView<double, 4>(conv.data(), conv.shape()),
+                                                    TensorView<const double, 4>(conv.data(), conv.shape()),
+                                                    TensorView<const double, 2>(filter.weight.value)),
+                       doctest::Contains("alias"), Error);
 
   // Argument checks.
   filter.weight.value(2, 2) = std::nan("");

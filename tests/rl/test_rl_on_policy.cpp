@@ -47,14 +47,16 @@ struct Countdown {
   static rl::Box<2> observation_space() { return rl::Box<2>::uniform(-10.f, 10.f); }
   int length = 3;
   bool truncate = false;
+  int nan_at = -1;  ///< >= 0: the reward of that step (counted over the env's life) is NaN
   int t = 0;
+  int life = 0;
   observation_type reset(PhiloxStream&) {
     t = 0;
     return {0.f, 1.f};
   }
   rl::StepResult<observation_type> step(int a) {
     rl::Discrete<2>::validate(a);
-    const double r = t + 1;
+    const double r = life++ == nan_at ? std::nan("") : t + 1.0;
     ++t;
     const bool end = t >= length;
     return {{static_cast<float>(t), 1.f}, r, end && !truncate, end && truncate};
@@ -661,6 +663,18 @@ TEST_CASE("A3C deterministic mode: bit-identical twice, independent of how the r
   const auto before = snapshot(four.shared_model());
   CHECK_THROWS_WITH_AS(four.load(r, "a3c."), doctest::Contains("3 workers"), Error);
   CHECK(same_bits(before, snapshot(four.shared_model())));
+}
+
+TEST_CASE("A3C: a worker's error reaches the caller in both modes; the counters keep the applied updates") {
+  for (bool deterministic : {true, false}) {
+    rl::A3CConfig c;
+    c.workers = 2;
+    c.deterministic = deterministic;
+    rl::A3C<Countdown, SmallNet> agent(c, Countdown{3, false, 42});
+    CHECK_THROWS_WITH_AS(agent.train(1000), doctest::Contains("A3C worker environment"), Error);
+    CHECK(agent.updates() < 1000);
+    CHECK(agent.updates() >= 8);  // 42 steps of either worker cover 8 updates of 5 steps
+  }
 }
 
 TEST_CASE("A3CTrainLoop: evaluation, log and stop/resume equal to an uninterrupted run") {

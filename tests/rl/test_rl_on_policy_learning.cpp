@@ -7,8 +7,8 @@
 //   A3C (2 workers, deterministic mode)      CartPole-v1 >= 400 within 200 000 steps
 //   REINFORCE + baseline (defaults, 1 env)   CartPole-v1 >= 475 within 200 000 steps
 //   PPO, Gaussian policy (4 envs x 1024)     Pendulum-v1 >= -200 within 200 000 steps
-// Typical wall time per run on 2 cores: PPO CartPole ~3 s, A2C, A3C, REINFORCE < 1 s, PPO
-// Pendulum ~5 s (the whole program ~20 s).
+// Typical wall time per run on the 2-core reference machine (one OpenMP thread; A3C: 2 worker
+// threads): PPO CartPole ~2 s, A2C, A3C, REINFORCE < 1 s, PPO Pendulum ~4 s (program ~15 s).
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -17,8 +17,6 @@
 
 #include "rlmed/env/classic/cartpole.hpp"
 #include "rlmed/env/classic/pendulum.hpp"
-#include "rlmed/nn/layers/activation.hpp"
-#include "rlmed/nn/layers/linear.hpp"
 #include "rlmed/rl/agents/a2c.hpp"
 #include "rlmed/rl/agents/a3c.hpp"
 #include "rlmed/rl/agents/ppo.hpp"
@@ -30,9 +28,7 @@ using namespace rlmed;
 namespace {
 
 // SB3's MlpPolicy: separate 64-64 tanh networks for the policy and the value.
-using Policy = nn::Sequential<nn::Linear<64>, nn::Tanh, nn::Linear<64>, nn::Tanh, nn::Linear<2>>;
-using Value = nn::Sequential<nn::Linear<64>, nn::Tanh, nn::Linear<64>, nn::Tanh, nn::Linear<1>>;
-using Net = rl::Separate<Policy, Value>;
+using Net = rl::SeparateMlp<64>;
 
 struct Outcome {
   std::vector<Tensor<float, 1>> params;
@@ -59,6 +55,9 @@ bool identical(const Outcome& a, const Outcome& b) {
 }
 
 rl::TrainConfig loop_config(std::int64_t budget, index_t envs, std::uint64_t seed, double target) {
+  // 64-unit MLPs gain nothing from a second OpenMP thread, and on a loaded 2-core machine a
+  // parallel region waiting for a descheduled thread costs milliseconds: run the learner serially.
+  set_num_threads(1);
   rl::TrainConfig tc;
   tc.total_steps = budget;
   tc.num_envs = envs;
@@ -202,7 +201,7 @@ TEST_CASE("Gaussian PPO reaches Pendulum-v1 mean eval return >= -200 within 200k
     c.gamma = 0.9;
     c.gae_lambda = 0.95;
     c.seed = 1;
-    using Agent = rl::PPO<env::Pendulum, rl::SeparateMlp<64>>;
+    using Agent = rl::PPO<env::Pendulum, Net>;
     auto opt = Agent::default_optimizer();
     opt.lr = 1e-3;
     Agent agent(c, env::Pendulum{}, opt);

@@ -134,7 +134,9 @@ class A3C {
   [[nodiscard]] model_type& worker_model(int w) { return workers_.at(static_cast<std::size_t>(w))->model(); }
 
   /// Runs the workers until `updates` more updates have been applied; returns their episodes and
-  /// mean loss. Rethrows the first error a worker raised (the others stop at their next turn).
+  /// mean loss. Rethrows the first error a worker raised (the others stop at their next turn);
+  /// the counters then hold the updates that were applied, and the run should be restarted
+  /// from a checkpoint.
   A3CRunInfo train(std::int64_t updates) {
     RLMED_CHECK(updates >= 0, "A3C::train: negative update count ", updates);
     A3CRunInfo info;
@@ -146,11 +148,21 @@ class A3C {
     run_.claimed.store(updates_);
     std::vector<std::thread> threads;
     threads.reserve(workers_.size());
-    for (int w = 0; w < config_.workers; ++w) threads.emplace_back([this, w] { worker_main(w); });
+    try {
+      for (int w = 0; w < config_.workers; ++w) threads.emplace_back([this, w] { worker_main(w); });
+    } catch (...) {  // could not start every thread: stop the started ones, then report
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        run_.abort = true;
+      }
+      turn_.notify_all();
+      for (auto& t : threads) t.join();
+      throw;
+    }
     for (auto& t : threads) t.join();
-    if (run_.error) std::rethrow_exception(run_.error);
-    updates_ = run_.end;
+    updates_ = run_.first + run_.applied;  // the updates that did reach the shared network
     episodes_ += static_cast<std::int64_t>(run_.episodes.size());
+    if (run_.error) std::rethrow_exception(run_.error);
     info.updates = updates;
     info.mean_loss = run_.loss_sum / static_cast<double>(updates);
     info.mean_entropy = run_.entropy_sum / static_cast<double>(updates);
@@ -281,6 +293,8 @@ class A3C {
         ckpt::save_observation(w, p + "obs", obs_[e]);
       }
     }
+    /// Validates this worker's part of a checkpoint (a dry run of the environment loads
+    /// included); throws before anything changes.
     void check(const io::SafetensorsReader& r, const std::string& prefix) {
       this->check_base(r, prefix);
       const auto E = static_cast<index_t>(envs_.size());
@@ -288,17 +302,16 @@ class A3C {
       ckpt::expect_shape(r, prefix + "running_length", Shape<1>{E});
       for (std::size_t e = 0; e < envs_.size(); ++e)
         ckpt::expect_shape(r, prefix + "env" + std::to_string(e) + ".rng", Shape<1>{3});
+      std::vector<Env> envs = envs_;
+      std::vector<PhiloxStream> rngs = env_rngs_;
+      std::vector<observation_type> obs = obs_;
+      read_envs(r, prefix, envs, rngs, obs);
     }
     void load(const io::SafetensorsReader& r, const std::string& prefix) {
       std::vector<Env> envs = envs_;
       std::vector<PhiloxStream> rngs = env_rngs_;
       std::vector<observation_type> obs = obs_;
-      for (std::size_t e = 0; e < envs.size(); ++e) {
-        const std::string p = prefix + "env" + std::to_string(e) + ".";
-        ckpt::load_env(r, p, envs[e]);
-        ckpt::load_stream(r, p + "rng", rngs[e]);
-        ckpt::load_observation(r, p + "obs", obs[e]);
-      }
+      read_envs(r, prefix, envs, rngs, obs);
       this->load_base(r, prefix);
       ckpt::load_f64(r, prefix + "running_return", running_return_);
       Tensor<std::int64_t, 1> lengths(Shape<1>{static_cast<index_t>(envs_.size())});
@@ -310,6 +323,16 @@ class A3C {
     }
 
    private:
+    static void read_envs(const io::SafetensorsReader& r, const std::string& prefix, std::vector<Env>& envs,
+                          std::vector<PhiloxStream>& rngs, std::vector<observation_type>& obs) {
+      for (std::size_t e = 0; e < envs.size(); ++e) {
+        const std::string p = prefix + "env" + std::to_string(e) + ".";
+        ckpt::load_env(r, p, envs[e]);
+        ckpt::load_stream(r, p + "rng", rngs[e]);
+        ckpt::load_observation(r, p + "obs", obs[e]);
+      }
+    }
+
     int id_;
     std::vector<Env> envs_;
     std::vector<PhiloxStream> env_rngs_;
@@ -324,6 +347,7 @@ class A3C {
   struct RunState {
     std::int64_t first = 0, end = 0;
     std::int64_t next = 0;                 // deterministic mode: the update whose turn it is
+    std::int64_t applied = 0;              // updates applied to the shared network in this run
     std::atomic<std::int64_t> claimed{0};  // asynchronous mode: next update index to claim
     bool abort = false;
     std::exception_ptr error;
@@ -334,6 +358,7 @@ class A3C {
       first = o.first;
       end = o.end;
       next = o.next;
+      applied = o.applied;
       claimed.store(o.claimed.load());
       abort = o.abort;
       error = o.error;
@@ -380,6 +405,7 @@ class A3C {
         if (config_.deterministic) turn_.wait(lock, [&] { return run_.next == u || run_.abort; });
         if (run_.abort) break;
         apply_and_pull(worker);
+        ++run_.applied;
         run_.loss_sum += st.loss;
         run_.entropy_sum += st.entropy;
         run_.episodes.insert(run_.episodes.end(), finished.begin(), finished.end());
