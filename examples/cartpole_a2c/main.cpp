@@ -1,4 +1,4 @@
-// cartpole_a2c — advantage actor-critic on CartPole-v1.
+// cartpole_a2c — policy-gradient agents on CartPole-v1: A2C, A3C and REINFORCE.
 //
 //   cartpole_a2c                     A2C: --envs environments stepped in lockstep through the shared
 //                                    training loop, one gradient step per 5-step rollout (SB3 defaults)
@@ -6,6 +6,8 @@
 //                                    copy and Philox streams, applying gradients to shared parameters
 //                                    and shared RMSprop statistics; round-robin (deterministic) order
 //   cartpole_a2c --workers N --async A3C in the paper's asynchronous order (not reproducible bit for bit)
+//   cartpole_a2c --reinforce         REINFORCE (Williams 1992) with a learned baseline: one complete
+//                                    episode per gradient step, Adam (--lr, default 1e-3), --envs 1
 //
 // Everything else is a function of --seed. --out gets log.csv and checkpoint.safetensors; --resume
 // continues a run exactly (A3C: in deterministic mode).
@@ -17,6 +19,7 @@
 #include "rlmed/env/classic/cartpole.hpp"
 #include "rlmed/rl/agents/a2c.hpp"
 #include "rlmed/rl/agents/a3c.hpp"
+#include "rlmed/rl/agents/reinforce.hpp"
 #include "rlmed/rl/train_loop.hpp"
 
 namespace {
@@ -24,6 +27,7 @@ using namespace rlmed;
 using Net = rl::SeparateMlp<64>;
 using A2CAgent = rl::A2C<env::CartPole, Net>;
 using A3CAgent = rl::A3C<env::CartPole, Net>;
+using ReinforceAgent = rl::Reinforce<env::CartPole, Net>;
 
 rl::ProgressMode progress_mode(const std::string& s) {
   return s == "bar" ? rl::ProgressMode::bar
@@ -52,14 +56,14 @@ void summary(const char* what, std::uint64_t seed, const rl::TrainResult& r, dou
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"A2C (or, with --workers, A3C) on CartPole-v1 (rlmed)"};
+  CLI::App app{"A2C (or, with --workers, A3C; with --reinforce, REINFORCE) on CartPole-v1 (rlmed)"};
   std::uint64_t seed = 1;
   std::int64_t steps = 200'000;
   std::string out, resume;
   std::int64_t eval_every = 10'000, log_every = 2'000, checkpoint_every = 0;
   int eval_episodes = 20;
   double solve_at = 475.0;
-  bool no_early_stop = false, async = false;
+  bool no_early_stop = false, async = false, reinforce = false;
   int workers = 0;
   index_t envs = 8, n_steps = 5;
   double gamma = 0.99, lambda = 1.0, lr = 7e-4, ent = -1.0, vf = 0.5, max_grad_norm = -1.0;
@@ -71,6 +75,7 @@ int main(int argc, char** argv) {
   app.add_option("--out", out, "output folder for log.csv and checkpoint.safetensors (empty: none)");
   app.add_option("--resume", resume, "checkpoint to continue from (exact continuation)")->check(CLI::ExistingFile);
   app.add_option("--workers", workers, "A3C worker threads (0: synchronous A2C)")->check(CLI::Range(0, 256))->capture_default_str();
+  app.add_flag("--reinforce", reinforce, "REINFORCE with a learned baseline instead of A2C (uses --gamma, --lr, --ent, --vf, --max-grad-norm)");
   app.add_flag("--async", async, "A3C: apply updates in arrival order (the paper's; not bit-reproducible)");
   app.add_option("--envs", envs, "A2C: environments stepped together; A3C: environments per worker")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--eval-every", eval_every, "environment steps between evaluations")->capture_default_str();
@@ -82,7 +87,7 @@ int main(int argc, char** argv) {
   app.add_option("--n-steps", n_steps, "steps per environment per update (A3C: t_max)")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--gamma", gamma, "discount")->check(CLI::Range(0.0, 1.0))->capture_default_str();
   app.add_option("--lambda", lambda, "GAE lambda (1: n-step returns)")->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app.add_option("--lr", lr, "RMSprop learning rate")->capture_default_str();
+  app.add_option("--lr", lr, "learning rate (RMSprop for A2C/A3C; REINFORCE: Adam, default 1e-3)")->capture_default_str();
   app.add_option("--ent", ent, "entropy coefficient (default: 0 for A2C, 0.01 for A3C)");
   app.add_option("--vf", vf, "value-loss coefficient")->capture_default_str();
   app.add_option("--max-grad-norm", max_grad_norm, "global gradient-norm clip (default: 0.5 for A2C, 40 for A3C; 0: off)");
@@ -104,7 +109,26 @@ int main(int argc, char** argv) {
     tc.progress = progress_mode(progress);
 
     rl::TrainResult r;
-    if (workers == 0) {
+    if (reinforce) {
+      RLMED_CHECK(workers == 0 && !async, "--reinforce does not take --workers or --async");
+      rl::ReinforceConfig c;
+      c.gamma = gamma;
+      c.ent_coef = ent >= 0 ? ent : 0.0;
+      c.vf_coef = vf;
+      c.max_grad_norm = max_grad_norm >= 0 ? max_grad_norm : 0.0;
+      c.seed = seed;
+      auto opt = ReinforceAgent::default_optimizer();
+      opt.lr = app.count("--lr") ? lr : 1e-3;
+      ReinforceAgent agent(c, env::CartPole{}, opt);
+      tc.num_envs = app.count("--envs") ? envs : 1;
+      rl::TrainLoop<env::CartPole, ReinforceAgent> loop(tc, agent);
+      if (!resume.empty()) {
+        loop.resume(resume);
+        std::printf("resumed from %s at step %lld\n", resume.c_str(), static_cast<long long>(loop.env_steps()));
+      }
+      r = loop.run();
+      summary("REINFORCE with baseline", seed, r, solve_at, eval_episodes);
+    } else if (workers == 0) {
       if (async) std::fprintf(stderr, "cartpole_a2c: --async has no effect without --workers\n");
       rl::A2CConfig c;
       c.n_steps = n_steps;

@@ -6,11 +6,13 @@
 
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "rlmed/env/classic/cartpole.hpp"
@@ -393,6 +395,31 @@ TEST_CASE("CsvLog: resuming drops rows written after the checkpoint's step; empt
   fs::remove_all(dir);
 }
 
+TEST_CASE("Progress: plain lines when the stream is not a terminal; the bar draws rate and ETA") {
+  std::FILE* file = std::tmpfile();
+  REQUIRE(file != nullptr);
+  rl::Progress automatic(rl::ProgressMode::automatic, file, 1000, 0);
+  CHECK(automatic.mode() == rl::ProgressMode::lines);  // a file is not a TTY
+  automatic.line(500, "episodes 3");
+  rl::Progress bar(rl::ProgressMode::bar, file, 1000, 0);
+  int status_calls = 0;
+  bar.tick(10, [&] { ++status_calls; return std::string("lazy"); });  // < 0.1 s after construction: no draw
+  CHECK(status_calls == 0);
+  bar.finish(1000, "done");
+  std::fflush(file);
+  std::rewind(file);
+  std::string text;
+  for (int c; (c = std::fgetc(file)) != EOF;) text += static_cast<char>(c);
+  std::fclose(file);
+  CHECK(text.find("step 500/1000 ( 50.0%)") != std::string::npos);
+  CHECK(text.find("steps/s") != std::string::npos);
+  CHECK(text.find("ETA") != std::string::npos);
+  CHECK(text.find("| episodes 3\n") != std::string::npos);
+  CHECK(text.find("\r[########################] step 1000/1000") != std::string::npos);
+  CHECK(text.find("| done\x1b[K\n") != std::string::npos);
+  CHECK(rl::Progress(rl::ProgressMode::bar, nullptr, 10, 0).mode() == rl::ProgressMode::none);
+}
+
 TEST_CASE("checkpoint helpers: a stream restored mid-block continues the same numbers") {
   PhiloxStream s(123, 7);
   for (int i = 0; i < 5; ++i) (void)s.next_u32();  // position 5: inside a block
@@ -503,4 +530,66 @@ TEST_CASE("bad inputs are rlmed::Error: observation sizes, actions, NaN rewards 
   bad_cfg.num_envs = 0;
   CHECK_THROWS_WITH_AS((rl::TrainLoop<env::CartPole, SmallDqn>(bad_cfg, fine)), doctest::Contains("num_envs must be >= 1"),
                        Error);
+}
+
+TEST_CASE("Boltzmann exploration in DQN's slot: softmax(q / tau) frequencies, tau scheduled and checkpointed") {
+  rl::DQNConfig cfg;
+  cfg.batch_size = 1;
+  rl::replay::UniformConfig<1> uc;
+  uc.capacity = 4;
+  uc.obs_shape = Shape<1>{3};
+  using Soft = rl::DQN<Linear3, rl::target::Plain, UniformReplay, rl::explore::Boltzmann<LinearSchedule>>;
+  static_assert(std::string_view(Soft::exploration_label) == "temperature");
+  Soft agent(cfg, UniformReplay(uc), rl::explore::Boltzmann<LinearSchedule>({2.0, 0.5, 1000}));
+  // Q(s) = W s + b: zero weights, biases (0, 1, 2) → Q = (0, 1, 2) for every observation.
+  set_linear(agent.online(), {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}}, {0.f, 1.f, 2.f});
+  const int n = 30000;
+  std::vector<std::array<float, 3>> obs(static_cast<std::size_t>(n), std::array<float, 3>{0.3f, -1.f, 2.f});
+  std::vector<int> actions(static_cast<std::size_t>(n));
+  CHECK(agent.epsilon() == 2.0);
+  agent.act(std::span<const std::array<float, 3>>(obs), std::span<int>(actions));  // all at tau = 2
+  CHECK(agent.exploration().step() == n);
+  CHECK(agent.epsilon() == doctest::Approx(0.5));  // the schedule ended at step 1000
+  std::array<int, 3> counts{};
+  for (int a : actions) ++counts[static_cast<std::size_t>(a)];
+  const double z = 1 + std::exp(0.5) + std::exp(1.0);
+  for (int a = 0; a < 3; ++a) {
+    const double p = std::exp(0.5 * a) / z;  // softmax(q / 2)
+    CHECK(std::abs(counts[static_cast<std::size_t>(a)] - n * p) < 5 * std::sqrt(n * p * (1 - p)));
+  }
+  io::SafetensorsWriter w;
+  agent.save(w, "a.");
+  Soft restored(cfg, UniformReplay(uc), rl::explore::Boltzmann<LinearSchedule>({2.0, 0.5, 1000}));
+  restored.load(io::SafetensorsReader::from_bytes(w.to_bytes()), "a.");
+  CHECK(restored.exploration().step() == n);
+}
+
+TEST_CASE("DQN load is all or nothing; an n-step replay must discount with the agent's gamma") {
+  SmallDqn agent = make_small_agent(1);
+  SmallDqn other = make_small_agent(2);
+  const auto before = state_bytes(agent);
+  // A checkpoint whose replay part is broken (another capacity): networks, optimiser and
+  // exploration entries are fine and come first, so a naive load would change them.
+  rl::replay::PrioritizedConfig<1> pc;
+  pc.capacity = 64;
+  pc.obs_shape = Shape<1>{4};
+  rl::DQNConfig cfg;
+  cfg.batch_size = 16;
+  cfg.seed = 2;
+  SmallDqn small_replay(cfg, SmallReplay(rl::replay::NStepConfig{3, 0.99, 2}, PerReplay(pc)),
+                        EpsilonGreedy<LinearSchedule>({1.0, 0.05, 1000}), rl::sync::Hard{50});
+  io::SafetensorsWriter w;
+  small_replay.save(w, "");
+  CHECK_THROWS_AS(agent.load(io::SafetensorsReader::from_bytes(w.to_bytes()), ""), Error);
+  CHECK(state_bytes(agent) == before);
+  // A good checkpoint loads.
+  io::SafetensorsWriter good;
+  other.save(good, "");
+  agent.load(io::SafetensorsReader::from_bytes(good.to_bytes()), "");
+  CHECK(state_bytes(agent) == state_bytes(other));
+
+  rl::DQNConfig mismatch = cfg;
+  mismatch.gamma = 0.9;
+  CHECK_THROWS_WITH_AS(SmallDqn(mismatch, SmallReplay(rl::replay::NStepConfig{3, 0.99, 2}, PerReplay(pc))),
+                       doctest::Contains("must agree"), Error);
 }

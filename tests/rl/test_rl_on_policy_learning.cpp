@@ -5,6 +5,7 @@
 //   PPO (SB3 rl-zoo CartPole settings)       CartPole-v1 mean eval return >= 475 within 100 000 steps
 //   A2C (SB3 defaults, 8 envs)               CartPole-v1 >= 475 within 200 000 steps
 //   A3C (2 workers, deterministic mode)      CartPole-v1 >= 400 within 200 000 steps
+//   A3C (2 workers, asynchronous order)      CartPole-v1 >= 400 within 200 000 steps (not bitwise)
 //   REINFORCE + baseline (defaults, 1 env)   CartPole-v1 >= 475 within 200 000 steps
 //   PPO, Gaussian policy (4 envs x 1024)     Pendulum-v1 >= -200 within 200 000 steps
 // Typical wall time per run on the 2-core reference machine (one OpenMP thread; A3C: 2 worker
@@ -165,6 +166,29 @@ TEST_CASE("A3C with 2 workers reaches >= 400 on CartPole-v1 within 200k steps; d
   CHECK(a.result.solved_at_step <= budget);
   CHECK(a.result.last_eval->mean_return >= 400.0);
   CHECK(identical(a, b));
+}
+
+TEST_CASE("A3C with 2 workers in the paper's asynchronous order reaches >= 400 on CartPole-v1 within 200k steps") {
+  // Updates are applied in arrival order, so the run depends on thread timing and is not
+  // compared bit for bit; what must hold is that it learns. Seeds 1-3 solve at 10k-30k steps.
+  constexpr std::int64_t budget = 200'000;
+  rl::A3CConfig c;
+  c.workers = 2;
+  c.deterministic = false;
+  c.seed = 1;
+  using Agent = rl::A3C<env::CartPole, Net>;
+  Agent agent(c);
+  rl::A3CTrainLoop<env::CartPole, Agent> loop(loop_config(budget, 1, 1, 400.0), agent);
+  Outcome o = timed([&] {
+    Outcome r;
+    r.result = loop.run();
+    return r;
+  });
+  report("A3C async", o);
+  REQUIRE(o.result.last_eval.has_value());
+  CHECK(o.result.solved_at_step > 0);
+  CHECK(o.result.solved_at_step <= budget);
+  CHECK(o.result.last_eval->mean_return >= 400.0);
 }
 
 TEST_CASE("REINFORCE with baseline solves CartPole-v1 (>= 475) within 200k steps, bit-identically twice") {

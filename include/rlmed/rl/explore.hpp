@@ -76,6 +76,9 @@ class EpsilonGreedy {
   EpsilonGreedy() = default;
   explicit EpsilonGreedy(const Schedule& schedule, std::int64_t step = 0) : schedule_(schedule) { set_step(step); }
 
+  /// Name and current value of the scheduled quantity (the agents' log column).
+  static constexpr const char* label = "epsilon";
+  [[nodiscard]] double value() const { return epsilon(); }
   [[nodiscard]] double epsilon() const { return schedule_(step_); }
   [[nodiscard]] std::int64_t step() const noexcept { return step_; }
   void set_step(std::int64_t step) {
@@ -149,6 +152,57 @@ int boltzmann_select(PhiloxStream& rng, std::span<const T> q, double temperature
   }
   return argmax(q);  // u rounded up to the total: the largest weight (always positive) is a valid draw
 }
+
+/// Boltzmann (softmax) exploration as a value-based agent's policy: action a with probability
+/// softmax(q / τ)_a, τ from a schedule over environment steps (e.g. LinearSchedule{1.0, 0.01, n}
+/// anneals from near-uniform towards greedy). Same interface as EpsilonGreedy, so it plugs into
+/// DQN's Exploration slot; its state is the schedule step.
+template <class Schedule = LinearSchedule>
+class Boltzmann {
+ public:
+  Boltzmann() = default;
+  explicit Boltzmann(const Schedule& schedule, std::int64_t step = 0) : schedule_(schedule) { set_step(step); }
+
+  static constexpr const char* label = "temperature";
+  [[nodiscard]] double value() const { return temperature(); }
+  [[nodiscard]] double temperature() const { return schedule_(step_); }
+  [[nodiscard]] std::int64_t step() const noexcept { return step_; }
+  void set_step(std::int64_t step) {
+    RLMED_CHECK(step >= 0, "Boltzmann: step must be >= 0, found ", step);
+    step_ = step;
+  }
+  void advance(std::int64_t k = 1) { set_step(step_ + k); }
+  [[nodiscard]] const Schedule& schedule() const noexcept { return schedule_; }
+
+  /// One action from action values q [A] at the current temperature (two uniform words).
+  template <class T>
+  int select(PhiloxStream& rng, std::span<const T> q) const {
+    return boltzmann_select(rng, q, temperature());
+  }
+  /// Actions for a batch q [B, A], in row order.
+  template <class T>
+  void select_into(PhiloxStream& rng, TensorView<const T, 2> q, std::span<int> actions) const {
+    RLMED_CHECK(static_cast<index_t>(actions.size()) == q.extent(0), "Boltzmann: ", actions.size(),
+                " action slots for ", q.extent(0), " rows of action values");
+    const auto a = static_cast<std::size_t>(q.extent(1));
+    for (index_t b = 0; b < q.extent(0); ++b)
+      actions[static_cast<std::size_t>(b)] = select(rng, std::span<const T>(q.data() + b * q.extent(1), a));
+  }
+
+  void save(io::SafetensorsWriter& w, const std::string& prefix) const {
+    Tensor<std::int64_t, 1> s(Shape<1>{1}, step_);
+    w.add(prefix + "temperature_step", s);
+  }
+  void load(const io::SafetensorsReader& r, const std::string& prefix) {
+    Tensor<std::int64_t, 1> s(Shape<1>{1});
+    r.read_into(prefix + "temperature_step", s.view());
+    set_step(s(0));
+  }
+
+ private:
+  Schedule schedule_{};
+  std::int64_t step_ = 0;
+};
 
 /// Independent N(0, σ²) noise per component, optionally clipped to ±noise_clip (TD3's target
 /// policy smoothing) and the sum clipped into [low, high].

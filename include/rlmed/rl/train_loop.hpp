@@ -290,6 +290,21 @@ void load_observation(const io::SafetensorsReader& r, const std::string& name, O
   }
 }
 
+/// agent.load(r, prefix), all or nothing: the agent's state is saved to memory first and put
+/// back if the load throws (a checkpoint with a bad entry late in its list would otherwise leave
+/// networks loaded and the replay not). Costs one in-memory copy of the state, replay included.
+template <class Agent>
+void load_transactionally(Agent& agent, const io::SafetensorsReader& r, const std::string& prefix) {
+  io::SafetensorsWriter backup;
+  agent.save(backup, prefix);
+  try {
+    agent.load(r, prefix);
+  } catch (...) {
+    agent.load(io::SafetensorsReader::from_bytes(backup.to_bytes(), "<state before the failed load>"), prefix);
+    throw;
+  }
+}
+
 }  // namespace ckpt
 
 // ─── CSV log ─────────────────────────────────────────────────────────────────────────────────────
@@ -391,13 +406,17 @@ class Progress {
   /// Seconds since construction.
   [[nodiscard]] double elapsed() const { return std::chrono::duration<double>(Clock::now() - begin_).count(); }
 
-  /// Called often; redraws the bar at most every 0.1 s (bar mode only). `status` is appended.
-  void tick(std::int64_t step, const std::string& status) {
+  /// Called often (every environment step); redraws the bar at most every 0.1 s (bar mode
+  /// only). `status` is a string or a callable returning one: a callable is only invoked when the
+  /// bar is drawn, so the per-step call formats and allocates nothing.
+  template <class Status>
+  void tick(std::int64_t step, const Status& status) {
     if (mode_ != ProgressMode::bar) return;
     const auto now = Clock::now();
     if (std::chrono::duration<double>(now - last_draw_).count() < 0.1) return;
     last_draw_ = now;
-    draw(step, status);
+    if constexpr (std::is_invocable_v<const Status&>) draw(step, status());
+    else draw(step, status);
   }
   /// Called at log rows: a plain line (lines mode) or a forced redraw (bar mode).
   void line(std::int64_t step, const std::string& status) {
@@ -684,7 +703,6 @@ class TrainLoop {
                 " training environments, this loop ", envs_.size());
     RLMED_CHECK(c(0) >= 0 && c(1) >= 0 && c(2) >= 0 && c(3) >= 0, path.string(), ": negative counters in the checkpoint");
     ckpt::expect_shape(r, "loop.seed", Shape<1>{1});
-    agent_.load(r, "agent.");
     std::vector<Env> envs = envs_;
     std::vector<PhiloxStream> rngs = rngs_;
     std::vector<observation_type> obs = obs_;
@@ -700,6 +718,7 @@ class TrainLoop {
     r.read_into("loop.running_length", lengths.view());
     double window[8];
     ckpt::load_f64(r, "loop.window", window);
+    ckpt::load_transactionally(agent_, r, "agent.");  // last of the reads that can fail
 
     envs_ = std::move(envs);
     rngs_ = std::move(rngs);
@@ -768,7 +787,7 @@ class TrainLoop {
         save_checkpoint(checkpoint_path());
         result.checkpoint = checkpoint_path();
       }
-      progress_->tick(env_steps_, status());
+      progress_->tick(env_steps_, [this] { return status(); });
       if (solved) break;
     }
     if (!result.interrupted && !solved && config_.eval_at_end && (!last_eval_ || last_eval_->step != env_steps_)) {

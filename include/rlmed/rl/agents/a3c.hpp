@@ -605,7 +605,7 @@ class A3CTrainLoop {
         save_checkpoint(checkpoint_path());
         result.checkpoint = checkpoint_path();
       }
-      progress_->tick(after, status());
+      progress_->tick(after, [this] { return status(); });
       if (solved) break;
     }
     if (!result.interrupted && !solved && config_.eval_at_end && (!last_eval_ || last_eval_->step != agent_.env_steps())) {

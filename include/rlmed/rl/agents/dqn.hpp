@@ -6,7 +6,7 @@
 //     Net          a bound nn module [B, obs_dim] -> [B, actions] (plain MLP or MLP + DuelingHead)
 //     TdTarget     target::Plain  (max_a Q_target(s', a))  or  target::Double  (Q_target(s', argmax_a Q(s', a)))
 //     Replay       replay::Uniform / replay::Prioritized, or replay::NStep<either> (one lane per env)
-//     Exploration  explore::EpsilonGreedy<Schedule>
+//     Exploration  explore::EpsilonGreedy<Schedule> or explore::Boltzmann<Schedule>
 //     TargetSync   sync::Hard{every} or sync::Polyak{tau, every}, counted in gradient steps
 //     Optimizer    nn::optim::Adam<float> (default), RMSprop, SGD
 //     Device       rlmed::cpu (the only one for now)
@@ -165,7 +165,7 @@ class DQN {
   using value_type = T;
   using batch_type = typename Replay::batch_type;
   using optimizer_config = std::remove_cvref_t<decltype(std::declval<Optimizer&>().config)>;
-  static constexpr const char* exploration_label = "epsilon";
+  static constexpr const char* exploration_label = Exploration::label;
   static constexpr bool prioritized = dqn_detail::has_priorities<Replay>();
 
   /// Builds the online network for observations of the replay's size, initialises it from stream
@@ -187,6 +187,9 @@ class DQN {
         batch_(replay_.make_batch(config.batch_size)) {
     actions_ = online_.output_shape(Shape<2>{1, obs_dim_})[1];
     RLMED_CHECK(actions_ >= 1, "DQN: the network has no outputs");
+    if constexpr (dqn_detail::LaneReplay<Replay>)  // the replay sums n rewards with its γ, the agent bootstraps with γ^n
+      RLMED_CHECK(replay_.config().gamma == config_.gamma, "DQN: the n-step replay discounts with gamma ",
+                  replay_.config().gamma, " but the agent with ", config_.gamma, "; they must agree");
   }
   DQN(const DQN&) = delete;  // the optimiser and target pairing hold views of this agent's tensors
   DQN& operator=(const DQN&) = delete;
@@ -201,7 +204,8 @@ class DQN {
   [[nodiscard]] Replay& replay() noexcept { return replay_; }
   [[nodiscard]] const Replay& replay() const noexcept { return replay_; }
   [[nodiscard]] Exploration& exploration() noexcept { return exploration_; }
-  [[nodiscard]] double epsilon() const { return exploration_.epsilon(); }
+  /// Current value of the exploration schedule (ε for ε-greedy, τ for Boltzmann).
+  [[nodiscard]] double epsilon() const { return exploration_.value(); }
   [[nodiscard]] std::int64_t gradient_steps() const noexcept { return gradient_steps_; }
   [[nodiscard]] std::int64_t env_steps() const noexcept { return env_steps_; }
   /// The batch of the last gradient step (obs, actions, weights, slots).
@@ -282,7 +286,7 @@ class DQN {
     const std::int64_t rounds = env_steps >= config_.learning_starts ? env_steps / te - from / te : 0;
     env_steps_ = env_steps;
     UpdateInfo info;
-    info.exploration = exploration_.epsilon();
+    info.exploration = exploration_.value();
     if (rounds <= 0 || replay_.size() == 0) return info;
     double loss_sum = 0;
     for (std::int64_t r = 0; r < rounds; ++r)
@@ -380,13 +384,26 @@ class DQN {
     counters(2) = actions_;
     w.add(prefix + "counters", counters);
   }
+  /// Restores save()'s state, all or nothing: on a bad entry the agent is left as it was.
   void load(const io::SafetensorsReader& r, const std::string& prefix) {
+    io::SafetensorsWriter backup;
+    save(backup, prefix);
+    try {
+      load_state(r, prefix);
+    } catch (...) {
+      load_state(io::SafetensorsReader::from_bytes(backup.to_bytes(), "<state before the failed load>"), prefix);
+      throw;
+    }
+  }
+
+ private:
+  void load_state(const io::SafetensorsReader& r, const std::string& prefix) {
     ckpt::expect_shape(r, prefix + "counters", Shape<1>{3});
     const auto counters = r.read<std::int64_t, 1>(prefix + "counters");
     RLMED_CHECK(counters(2) == actions_, r.source(), ": the checkpoint's DQN has ", counters(2),
                 " actions, this one ", actions_);
     RLMED_CHECK(counters(0) >= 0 && counters(1) >= 0, r.source(), ": negative DQN counters");
-    // Check the networks and the optimiser before anything changes.
+    // Check the networks first (the common mismatch: another architecture) for a clear message.
     online_.parameters([&](const std::string& name, auto& p) { ckpt::expect_shape(r, prefix + "online." + name, p.value.shape()); });
     target_.parameters([&](const std::string& name, auto& p) { ckpt::expect_shape(r, prefix + "target." + name, p.value.shape()); });
     ckpt::load_module(r, prefix + "online.", online_);
@@ -401,7 +418,6 @@ class DQN {
     gradient_steps_ = counters(1);
   }
 
- private:
   static const DQNConfig& checked(const DQNConfig& c) {
     c.validate();
     return c;
