@@ -53,6 +53,15 @@ void summary(const char* what, std::uint64_t seed, const rl::TrainResult& r, dou
               r.wall_seconds > 0 ? static_cast<double>(r.gradient_steps) / r.wall_seconds : 0.0);
   if (!r.checkpoint.empty()) std::printf("  checkpoint          %s\n", r.checkpoint.string().c_str());
 }
+/// Continues from `resume` when given (an exact continuation), then trains.
+template <class Loop>
+rl::TrainResult resume_and_run(Loop& loop, const std::string& resume) {
+  if (!resume.empty()) {
+    loop.resume(resume);
+    std::printf("resumed from %s at step %lld\n", resume.c_str(), static_cast<long long>(loop.env_steps()));
+  }
+  return loop.run();
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -122,11 +131,7 @@ int main(int argc, char** argv) {
       ReinforceAgent agent(c, env::CartPole{}, opt);
       tc.num_envs = app.count("--envs") ? envs : 1;
       rl::TrainLoop<env::CartPole, ReinforceAgent> loop(tc, agent);
-      if (!resume.empty()) {
-        loop.resume(resume);
-        std::printf("resumed from %s at step %lld\n", resume.c_str(), static_cast<long long>(loop.env_steps()));
-      }
-      r = loop.run();
+      r = resume_and_run(loop, resume);
       summary("REINFORCE with baseline", seed, r, solve_at, eval_episodes);
     } else if (workers == 0) {
       if (async) std::fprintf(stderr, "cartpole_a2c: --async has no effect without --workers\n");
@@ -143,11 +148,7 @@ int main(int argc, char** argv) {
       A2CAgent agent(c, env::CartPole{}, opt);
       tc.num_envs = envs;
       rl::TrainLoop<env::CartPole, A2CAgent> loop(tc, agent);
-      if (!resume.empty()) {
-        loop.resume(resume);
-        std::printf("resumed from %s at step %lld\n", resume.c_str(), static_cast<long long>(loop.env_steps()));
-      }
-      r = loop.run();
+      r = resume_and_run(loop, resume);
       summary("A2C", seed, r, solve_at, eval_episodes);
     } else {
       rl::A3CConfig c;
@@ -165,11 +166,7 @@ int main(int argc, char** argv) {
       opt.lr = lr;
       A3CAgent agent(c, env::CartPole{}, opt);
       rl::A3CTrainLoop<env::CartPole, A3CAgent> loop(tc, agent);
-      if (!resume.empty()) {
-        loop.resume(resume);
-        std::printf("resumed from %s at step %lld\n", resume.c_str(), static_cast<long long>(loop.env_steps()));
-      }
-      r = loop.run();
+      r = resume_and_run(loop, resume);
       const std::string what = "A3C, " + std::to_string(workers) + " workers x " + std::to_string(c.envs_per_worker) +
                                " env, " + (async ? "asynchronous" : "deterministic round-robin");
       summary(what.c_str(), seed, r, solve_at, eval_episodes);

@@ -69,25 +69,67 @@ int argmax(std::span<const T> values) {
   return best;
 }
 
-/// With probability ε a uniformly random action, otherwise the greedy one; ε from a schedule.
-template <class Schedule = LinearSchedule>
-class EpsilonGreedy {
+/// What the scheduled exploration policies share (CRTP): the schedule position, which is their
+/// whole state, batched selection in row order, and save/load of the position under
+/// Derived::state_key. Derived provides `select(rng, q)`, `label` and `name`.
+template <class Derived, class Schedule>
+class ScheduledExploration {
  public:
-  EpsilonGreedy() = default;
-  explicit EpsilonGreedy(const Schedule& schedule, std::int64_t step = 0) : schedule_(schedule) { set_step(step); }
-
-  /// Name and current value of the scheduled quantity (the agents' log column).
-  static constexpr const char* label = "epsilon";
-  [[nodiscard]] double value() const { return epsilon(); }
-  [[nodiscard]] double epsilon() const { return schedule_(step_); }
+  /// The scheduled quantity at the current position (the agents' log column, named `label`).
+  [[nodiscard]] double value() const { return schedule_(step_); }
   [[nodiscard]] std::int64_t step() const noexcept { return step_; }
   void set_step(std::int64_t step) {
-    RLMED_CHECK(step >= 0, "EpsilonGreedy: step must be >= 0, found ", step);
+    RLMED_CHECK(step >= 0, Derived::name, ": step must be >= 0, found ", step);
     step_ = step;
   }
   /// Moves the schedule by k steps (k = number of environment steps taken).
   void advance(std::int64_t k = 1) { set_step(step_ + k); }
   [[nodiscard]] const Schedule& schedule() const noexcept { return schedule_; }
+
+  /// Actions for a batch q [B, A] (one row per environment), in row order.
+  template <class T>
+  void select_into(PhiloxStream& rng, TensorView<const T, 2> q, std::span<int> actions) const {
+    RLMED_CHECK(static_cast<index_t>(actions.size()) == q.extent(0), Derived::name, ": ", actions.size(),
+                " action slots for ", q.extent(0), " rows of action values");
+    const auto a = static_cast<std::size_t>(q.extent(1));
+    const auto& self = static_cast<const Derived&>(*this);
+    for (index_t b = 0; b < q.extent(0); ++b)
+      actions[static_cast<std::size_t>(b)] = self.select(rng, std::span<const T>(q.data() + b * q.extent(1), a));
+  }
+
+  void save(io::SafetensorsWriter& w, const std::string& prefix) const {
+    Tensor<std::int64_t, 1> s(Shape<1>{1}, step_);
+    w.add(prefix + Derived::state_key, s);
+  }
+  void load(const io::SafetensorsReader& r, const std::string& prefix) {
+    Tensor<std::int64_t, 1> s(Shape<1>{1});
+    r.read_into(prefix + Derived::state_key, s.view());
+    set_step(s(0));
+  }
+
+ protected:
+  ScheduledExploration() = default;
+  ScheduledExploration(const Schedule& schedule, std::int64_t step) : schedule_(schedule) { set_step(step); }
+
+ private:
+  Schedule schedule_{};
+  std::int64_t step_ = 0;
+};
+
+/// With probability ε a uniformly random action, otherwise the greedy one; ε from a schedule.
+template <class Schedule = LinearSchedule>
+class EpsilonGreedy : public ScheduledExploration<EpsilonGreedy<Schedule>, Schedule> {
+  using Base = ScheduledExploration<EpsilonGreedy<Schedule>, Schedule>;
+
+ public:
+  static constexpr const char* label = "epsilon";
+  static constexpr const char* name = "EpsilonGreedy";
+  static constexpr const char* state_key = "epsilon_step";
+
+  EpsilonGreedy() = default;
+  explicit EpsilonGreedy(const Schedule& schedule, std::int64_t step = 0) : Base(schedule, step) {}
+
+  [[nodiscard]] double epsilon() const { return this->value(); }
 
   /// One action from action values q [A] at the current ε. Draws a 53-bit uniform (2 words),
   /// plus a uniform integer when exploring.
@@ -98,29 +140,6 @@ class EpsilonGreedy {
       return static_cast<int>(rng.uniform_int(static_cast<std::uint32_t>(q.size())));
     return greedy;
   }
-  /// Actions for a batch q [B, A] (one row per environment), in row order.
-  template <class T>
-  void select_into(PhiloxStream& rng, TensorView<const T, 2> q, std::span<int> actions) const {
-    RLMED_CHECK(static_cast<index_t>(actions.size()) == q.extent(0), "EpsilonGreedy: ", actions.size(),
-                " action slots for ", q.extent(0), " rows of action values");
-    const auto a = static_cast<std::size_t>(q.extent(1));
-    for (index_t b = 0; b < q.extent(0); ++b)
-      actions[static_cast<std::size_t>(b)] = select(rng, std::span<const T>(q.data() + b * q.extent(1), a));
-  }
-
-  void save(io::SafetensorsWriter& w, const std::string& prefix) const {
-    Tensor<std::int64_t, 1> s(Shape<1>{1}, step_);
-    w.add(prefix + "epsilon_step", s);
-  }
-  void load(const io::SafetensorsReader& r, const std::string& prefix) {
-    Tensor<std::int64_t, 1> s(Shape<1>{1});
-    r.read_into(prefix + "epsilon_step", s.view());
-    set_step(s(0));
-  }
-
- private:
-  Schedule schedule_{};
-  std::int64_t step_ = 0;
 };
 
 /// Softmax probabilities of q / temperature into `probs` (same size).
@@ -158,50 +177,24 @@ int boltzmann_select(PhiloxStream& rng, std::span<const T> q, double temperature
 /// anneals from near-uniform towards greedy). Same interface as EpsilonGreedy, so it plugs into
 /// DQN's Exploration slot; its state is the schedule step.
 template <class Schedule = LinearSchedule>
-class Boltzmann {
- public:
-  Boltzmann() = default;
-  explicit Boltzmann(const Schedule& schedule, std::int64_t step = 0) : schedule_(schedule) { set_step(step); }
+class Boltzmann : public ScheduledExploration<Boltzmann<Schedule>, Schedule> {
+  using Base = ScheduledExploration<Boltzmann<Schedule>, Schedule>;
 
+ public:
   static constexpr const char* label = "temperature";
-  [[nodiscard]] double value() const { return temperature(); }
-  [[nodiscard]] double temperature() const { return schedule_(step_); }
-  [[nodiscard]] std::int64_t step() const noexcept { return step_; }
-  void set_step(std::int64_t step) {
-    RLMED_CHECK(step >= 0, "Boltzmann: step must be >= 0, found ", step);
-    step_ = step;
-  }
-  void advance(std::int64_t k = 1) { set_step(step_ + k); }
-  [[nodiscard]] const Schedule& schedule() const noexcept { return schedule_; }
+  static constexpr const char* name = "Boltzmann";
+  static constexpr const char* state_key = "temperature_step";
+
+  Boltzmann() = default;
+  explicit Boltzmann(const Schedule& schedule, std::int64_t step = 0) : Base(schedule, step) {}
+
+  [[nodiscard]] double temperature() const { return this->value(); }
 
   /// One action from action values q [A] at the current temperature (two uniform words).
   template <class T>
   int select(PhiloxStream& rng, std::span<const T> q) const {
     return boltzmann_select(rng, q, temperature());
   }
-  /// Actions for a batch q [B, A], in row order.
-  template <class T>
-  void select_into(PhiloxStream& rng, TensorView<const T, 2> q, std::span<int> actions) const {
-    RLMED_CHECK(static_cast<index_t>(actions.size()) == q.extent(0), "Boltzmann: ", actions.size(),
-                " action slots for ", q.extent(0), " rows of action values");
-    const auto a = static_cast<std::size_t>(q.extent(1));
-    for (index_t b = 0; b < q.extent(0); ++b)
-      actions[static_cast<std::size_t>(b)] = select(rng, std::span<const T>(q.data() + b * q.extent(1), a));
-  }
-
-  void save(io::SafetensorsWriter& w, const std::string& prefix) const {
-    Tensor<std::int64_t, 1> s(Shape<1>{1}, step_);
-    w.add(prefix + "temperature_step", s);
-  }
-  void load(const io::SafetensorsReader& r, const std::string& prefix) {
-    Tensor<std::int64_t, 1> s(Shape<1>{1});
-    r.read_into(prefix + "temperature_step", s.view());
-    set_step(s(0));
-  }
-
- private:
-  Schedule schedule_{};
-  std::int64_t step_ = 0;
 };
 
 /// Independent N(0, σ²) noise per component, optionally clipped to ±noise_clip (TD3's target
