@@ -1,33 +1,28 @@
-// Learning test: the CPU-sized PixelDRL-MG network (nn::PixelDrlNet<float, 1, 8, 2, 16>: VggHalf
-// Base 8, head width 16, 167 723 parameters) trained with PA3C (synchronous A2C updates, carve
-// mode, t_max = 5, γ = 0.95, value weight 0.5, learnable reward-map filter, Adam 3e-4, batch 4)
-// segments bright noisy blobs on a darker noisy background.
+// Learning test: PixelDRL-MG (the CPU-sized network nn::PixelDrlNet<float, 1, 8, 2, 16>: VggHalf
+// Base 8, head width 16) trained with PA3C's synchronous A2C update in carve mode segments the
+// 2D organ/lesion phantoms of imaging/phantom.hpp (foreground = organ ∪ lesions).
 //
-// Data (generated, a fresh batch every update): 32x32 images with 1-2 disks or ellipses
-// (radii 4-9 px) of intensity 0.7 on a background of 0.3 with a random linear shading of
-// ±0.1 and Gaussian noise σ = 0.12, then z-scored per image. Evaluation on 16 held-out images
-// of the same kind: greedy (argmax) episodes, mean Dice after every step. Passes when Dice after
-// t_max ≥ 0.90 and above the step-1 Dice. Budget: at most kMaxUpdates updates (stops at the
-// first evaluation where the criterion holds); CTest TIMEOUT 180 s, RUN_SERIAL, 2 cores.
-// (Phantoms from the imaging substrate will replace the generator later.)
+// Settings are the paper's defaults (SYSTEMS.md S6): t_max = 10, γ = 0.95, β = 0.01, value
+// weight 0.5, learnable reward-map filter, Adam lr 1e-3, greedy inference. Two differ for a
+// 2-core CPU budget: 32×32 images (the network needs multiples of 8) and batch 4 (paper 2), a
+// fresh batch of phantoms every update (seeds 1000, 1001, ...). Intensities are the phantom's own
+// (≈ [0, 1], divided by the image maximum), so a carved pixel (exact 0) sits at the dark end, as
+// with the paper's [0, 1] images.
 //
-// Two choices differ from the paper's defaults, both because of what carve mode does to a
-// small network trained for a few hundred updates (observed; see the report):
-//  * z-scored intensities: a carved pixel is an exact 0. With raw [0, 1] intensities 0 sits at
-//    the dark end next to the background, so "carve the dark" and "carved pixels are neutral"
-//    pull the policy apart and it drifts to carving everything; z-scored, 0 lies between
-//    background (< 0) and object (> 0).
-//  * β = 0.05 instead of 0.01: the background outnumbers the object ~4:1 and keeping an object
-//    pixel only pays (1 − γ^k) more than carving it later, so with β = 0.01 the shared policy
-//    saturates to "set to zero" (where its gradient vanishes) before it separates the classes.
+// Evaluation: 16 held-out phantoms (seeds 1..16), greedy episodes, mean Dice after every step,
+// every 25 updates. Passes when, at an evaluation within kMaxUpdates updates, Dice after t_max
+// ≥ 0.90 and Dice after t_max > Dice after step 1 (the process improves on its first step).
+// A second case checks that the same seeds give bit-identical parameters after a few updates.
 #include <doctest/doctest.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "rlmed/env/pixel_mask.hpp"
+#include "rlmed/imaging/phantom.hpp"
 #include "rlmed/nn/models/pixeldrl_net.hpp"
 #include "rlmed/nn/optim/optimizers.hpp"
 #include "rlmed/rl/pixel_a3c.hpp"
@@ -39,62 +34,48 @@ namespace {
 constexpr index_t kSide = 32;
 constexpr index_t kBatch = 4;
 constexpr index_t kEvalImages = 16;
-constexpr int kTMax = 5;
-constexpr int kMaxUpdates = 500;
+constexpr int kTMax = 10;
+constexpr int kMaxUpdates = 300;
 constexpr int kEvalEvery = 25;
 
 using Net = nn::PixelDrlNet<float, 1, 8, 2, 16>;
 
-void make_blobs(Tensor<float, 4>& images, Tensor<float, 4>& labels, PhiloxStream& rng) {
-  const index_t B = images.extent(0);
-  for (index_t b = 0; b < B; ++b) {
-    for (index_t i = 0; i < kSide * kSide; ++i) labels[b].data()[i] = 0.0f;
-    const int blobs = 1 + static_cast<int>(rng.uniform_int(2));
-    for (int k = 0; k < blobs; ++k) {
-      const double cy = rng.uniform(8.0f, 24.0f), cx = rng.uniform(8.0f, 24.0f);
-      const double ry = rng.uniform(4.0f, 9.0f), rx = rng.uniform(4.0f, 9.0f);
-      for (index_t y = 0; y < kSide; ++y)
-        for (index_t x = 0; x < kSide; ++x) {
-          const double u = (double(y) - cy) / ry, v = (double(x) - cx) / rx;
-          if (u * u + v * v <= 1.0) labels(b, 0, y, x) = 1.0f;
-        }
+/// Phantoms with seeds seed, seed + 1, ... into images/labels [B, 1, kSide, kSide].
+void make_phantoms(Tensor<float, 4>& images, Tensor<float, 4>& labels, std::uint64_t seed) {
+  imaging::SlicePhantomOptions o;
+  o.height = o.width = kSide;
+  for (index_t b = 0; b < images.extent(0); ++b) {
+    const auto p = imaging::make_slice_phantom(o, seed + static_cast<std::uint64_t>(b));
+    float peak = 0;
+    for (float v : p.image) peak = std::max(peak, v);
+    REQUIRE(peak > 0);
+    for (index_t i = 0; i < kSide * kSide; ++i) {
+      images[b].data()[i] = p.image.data()[i] / peak;
+      labels[b].data()[i] = p.labels.data()[i] != imaging::kSliceBackground ? 1.0f : 0.0f;
     }
-    const double gy = rng.uniform(-0.1f, 0.1f), gx = rng.uniform(-0.1f, 0.1f);
-    for (index_t y = 0; y < kSide; ++y)
-      for (index_t x = 0; x < kSide; ++x) {
-        const double shade = gy * (double(y) / (kSide - 1) * 2 - 1) + gx * (double(x) / (kSide - 1) * 2 - 1);
-        const double v = (labels(b, 0, y, x) > 0 ? 0.7 : 0.3) + shade + 0.12 * rng.normal();
-        images(b, 0, y, x) = static_cast<float>(v);
-      }
-    double sum = 0, sum2 = 0;
-    for (float v : images[b]) {
-      sum += v;
-      sum2 += double(v) * v;
-    }
-    const double n = double(kSide * kSide), mean = sum / n, sd = std::sqrt(sum2 / n - mean * mean);
-    for (float& v : images[b]) v = static_cast<float>((v - mean) / sd);
   }
+}
+
+rl::PixelA3CConfig paper_config() {
+  rl::PixelA3CConfig cfg;  // γ 0.95, β 0.01, value weight 0.5, mean over steps, terminal end
+  cfg.seed = 7;
+  return cfg;
 }
 
 }  // namespace
 
-TEST_CASE("PixelDRL-MG (Base 8) with PA3C learns to segment noisy blobs: greedy Dice >= 0.90 at t_max") {
+TEST_CASE("PixelDRL-MG (Base 8) with PA3C learns to segment phantoms: greedy Dice >= 0.90 at t_max, above step 1") {
   const auto start = std::chrono::steady_clock::now();
   Net net;
   PhiloxStream init_rng(2024, 0);
   net.initialize(init_rng);
-  rl::PixelA3CConfig cfg;  // γ 0.95, value weight 0.5, mean over steps, terminal end
-  cfg.entropy_beta = 0.05;
-  cfg.seed = 7;
-  cfg.max_grad_norm = 5.0;
-  rl::PixelA3C<Net> learner(net, cfg);
-  nn::optim::Adam<float> opt(learner, {.lr = 3e-4});
+  rl::PixelA3C<Net> learner(net, paper_config());
+  nn::optim::Adam<float> opt(learner, {.lr = 1e-3});
   MESSAGE("network: " << net.parameter_count() << " parameters (PixelDrlNet<float, 1, 8, 2, 16>)");
 
-  PhiloxStream data_rng(1, 0), eval_rng(2, 0);
   Tensor<float, 4> images(Shape<4>{kBatch, 1, kSide, kSide}), labels(images.shape());
   Tensor<float, 4> eval_images(Shape<4>{kEvalImages, 1, kSide, kSide}), eval_labels(eval_images.shape());
-  make_blobs(eval_images, eval_labels, eval_rng);
+  make_phantoms(eval_images, eval_labels, 1);
   env::PixelMaskEnv<float> env({env::PixelMaskMode::carve, kTMax});
   env::PixelMaskEnv<float> eval_env({env::PixelMaskMode::carve, kTMax});
 
@@ -113,8 +94,10 @@ TEST_CASE("PixelDRL-MG (Base 8) with PA3C learns to segment noisy blobs: greedy 
   int updates = 0;
   double loss_avg = 0, reward_avg = 0;
   bool passed = false;
+  std::uint64_t train_seed = 1000;
   while (updates < kMaxUpdates) {
-    make_blobs(images, labels, data_rng);
+    make_phantoms(images, labels, train_seed);
+    train_seed += kBatch;
     env.reset(images.view(), labels.view());
     const auto st = learner.update(env, opt);
     ++updates;
@@ -143,4 +126,30 @@ TEST_CASE("PixelDRL-MG (Base 8) with PA3C learns to segment noisy blobs: greedy 
   CHECK(passed);
   CHECK(dice[kTMax - 1] >= 0.90);
   CHECK(dice[kTMax - 1] > dice[0]);
+}
+
+TEST_CASE("PA3C training on phantoms is bit-identical for the same seeds") {
+  auto train = [](int updates) {
+    Net net;
+    PhiloxStream init_rng(2024, 0);
+    net.initialize(init_rng);
+    rl::PixelA3C<Net> learner(net, paper_config());
+    nn::optim::Adam<float> opt(learner, {.lr = 1e-3});
+    Tensor<float, 4> images(Shape<4>{2, 1, kSide, kSide}), labels(images.shape());
+    env::PixelMaskEnv<float> env({env::PixelMaskMode::carve, 4});
+    for (int u = 0; u < updates; ++u) {
+      make_phantoms(images, labels, 500 + 2 * static_cast<std::uint64_t>(u));
+      env.reset(images.view(), labels.view());
+      learner.update(env, opt);
+    }
+    std::vector<float> flat;
+    learner.parameters([&](const std::string&, auto& p) { flat.insert(flat.end(), p.value.begin(), p.value.end()); });
+    return flat;
+  };
+  const auto a = train(3), b = train(3);
+  REQUIRE(a.size() == b.size());
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+  // The updates did change the parameters (the comparison is not between two initialisations).
+  const auto init = train(0);
+  CHECK(std::memcmp(a.data(), init.data(), a.size() * sizeof(float)) != 0);
 }

@@ -18,6 +18,10 @@
 //    pooling (the paper's text mentions 1/16, its dilation motivation argues for keeping
 //    resolution). Upsampling is bilinear with align_corners = false (PyTorch's default); the
 //    input side must be a multiple of 8, so every upsampled map has exactly the input size.
+//  * Ablations (paper Table 3) are run-time configuration: use_attention = false skips SAM (the
+//    features pass straight to the upsampling; SAM's parameters are neither used nor visited, so
+//    counts and checkpoints hold only what the model uses); "no DC" is conv4_dilation = 1 with
+//    head_dilations {1, 1, 1}.
 //  * The two heads are separate networks on the shared features (paper Fig. 1); their input
 //    gradients are summed before the split back into the four scales.
 //  * forward returns both maps as views into the cache; backward takes both gradients and
@@ -122,6 +126,7 @@ struct PixelDrlConfig {
   index_t conv4_dilation = 2;                  ///< dilation of the VGG conv4 block
   std::array<index_t, 3> head_dilations{3, 2, 1};
   AttentionAxis attention = AttentionAxis::spatial;  ///< softmax axis of SAM
+  bool use_attention = true;  ///< false: no SAM (the paper's PA3C / PA3C+DC ablations); its parameters are not visited
 };
 
 /// PixelDRL-MG: In input channels, backbone width Base (32 = paper), A actions, head width Width.
@@ -152,7 +157,8 @@ class PixelDrlNet {
   };
 
   explicit PixelDrlNet(PixelDrlConfig cfg = {})
-      : backbone(cfg.conv4_dilation),
+      : use_attention_(cfg.use_attention),
+        backbone(cfg.conv4_dilation),
         sam(cfg.attention),
         policy(cfg.head_dilations),
         value(cfg.head_dilations),
@@ -177,7 +183,7 @@ class PixelDrlNet {
   PolicyValueMaps<T> forward(Context& ctx, TensorView<const T, 4> x, Cache& c) {
     policy_shape(x.shape());
     const auto c4 = backbone.forward(ctx, x, c.backbone);
-    const auto att = sam.forward(ctx, c4, c.sam);
+    const auto att = use_attention_ ? sam.forward(ctx, c4, c.sam) : c4;
     const auto t1 = up2_.forward(ctx, c.backbone.tap(1), c.up[0]);
     const auto t2 = up4_.forward(ctx, c.backbone.tap(2), c.up[1]);
     const auto t3 = up8_.forward(ctx, att, c.up[2]);
@@ -205,14 +211,14 @@ class PixelDrlNet {
     const auto g1 = up2_.backward(inner, c.up[0], c.dscale[1].view());
     const auto g2 = up4_.backward(inner, c.up[1], c.dscale[2].view());
     const auto g3 = up8_.backward(inner, c.up[2], c.dscale[3].view());
-    const auto g4 = sam.backward(inner, c.sam, g3);
+    const auto g4 = use_attention_ ? sam.backward(inner, c.sam, g3) : g3;
     return backbone.backward(ctx, c.backbone, g4, {c.dscale[0].view(), g1, g2});
   }
 
   template <class V>
   void parameters(V&& visit, std::string_view prefix = {}) {
     backbone.parameters(visit, join_name(prefix, "backbone"));
-    sam.parameters(visit, join_name(prefix, "sam"));
+    if (use_attention_) sam.parameters(visit, join_name(prefix, "sam"));
     policy.parameters(visit, join_name(prefix, "policy"));
     value.parameters(visit, join_name(prefix, "value"));
   }
@@ -221,7 +227,12 @@ class PixelDrlNet {
 
   /// Number of scalar parameters (all tensors visited by parameters()).
   index_t parameter_count() { return nn::parameter_count(*this); }
+  [[nodiscard]] bool uses_attention() const noexcept { return use_attention_; }
 
+ private:
+  bool use_attention_ = true;
+
+ public:
   Backbone backbone;
   Attention sam;
   PolicyHead policy;
