@@ -1,8 +1,9 @@
 // rlmed/nn/layers/conv.hpp — N-dimensional convolution (1D/2D/3D) with run-time stride,
 // padding and dilation; forward and backward side by side.
 //
-// Design: tiled im2col + GEMM through Eigen maps (conv_gemm.hpp): cache-sized column blocks,
-// (sample, tile) work items over OpenMP threads. Pointwise kernels (1x1, stride 1, no padding)
+// Design: tiled im2col + GEMM (conv_gemm.hpp): (sample, tile) work items over OpenMP threads;
+// float on AVX2/AVX-512 CPUs packs im2col straight into the panels of core/gemm.hpp's packed
+// GEMM, double (and float elsewhere) uses Eigen on cache-sized column blocks. Pointwise kernels (1x1, stride 1, no padding)
 // skip im2col: the input already is the column matrix. Stride-1 data gradients run as a
 // convolution with the flipped kernel; strided ones use col2im per sample. Scratch buffers live
 // in the module and are reused, so steady-state calls do not allocate. Weight layout
