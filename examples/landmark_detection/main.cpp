@@ -1,6 +1,8 @@
 // landmark_detection — multi-scale deep-Q landmark agents (SYSTEMS.md S1): DQN, Double, Dueling,
 // Dueling Double (one agent per landmark) and Collab-DQN (one agent per landmark, shared trunk),
-// trained and evaluated on the 3D head phantom (default) or an rl-medical dataset.
+// trained and evaluated on the 3D head phantom (default), the brain protocol (--data brain: train
+// on one real brain with augmentation, test on the other; docs/systems/landmarks.md) or an
+// rl-medical dataset.
 //
 // Everything is a function of --seed (wall times aside). --out gets results.csv (one row per test
 // search), a checkpoint per trained agent (agent_<landmark>.safetensors or collab.safetensors) and
@@ -11,6 +13,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -38,6 +41,8 @@ using Head = nn::Sequential<nn::Linear<64>, nn::LeakyReLU, std::conditional_t<Du
 
 struct Options {
   std::string data = "phantom", images, landmarks, agent = "dueling-double", out, eval;
+  std::string train_on = "voxelmorph", test_on = "mni", data_dir;
+  index_t augmentations = 6, test_augmentations = 4;
   std::vector<int> ids;
   index_t scales = 3;
   std::int64_t steps = 12'000;
@@ -81,9 +86,25 @@ Data load_data(const Options& o) {
       (i + n_test < all.size() ? d.train : d.test).push_back(static_cast<index_t>(vols->size()));
       vols->push_back(std::move(all[i]));
     }
-  } else {
-    RLMED_THROW("--data ", o.data, ": the brain protocol (docs/systems/landmarks.md) is not implemented in this "
-                "version; use --data phantom or --images/--landmarks");
+  } else {  // brain
+    const auto load = [&](const std::string& which) {
+      return which == "mni" ? env::load_mni_brain(o.data_dir) : env::load_voxelmorph_brain(o.data_dir);
+    };
+    const auto train = load(o.train_on);
+    const auto base = env::brain_landmark_volume(train, o.ids, o.scales);
+    vols->push_back(base);
+    for (auto& a : env::augmented_volumes(base, o.augmentations, aug, o.seed + 17, 0, o.scales)) vols->push_back(std::move(a));
+    for (index_t i = 0; i < static_cast<index_t>(vols->size()); ++i) d.train.push_back(i);
+    // The test brain itself, then augmented copies of it (moved by up to ±10 mm, ±15°, ±10 %) so
+    // that the tested searches start farther from their targets than the ~4 mm that separate
+    // the two centred brains.
+    const auto test = env::brain_landmark_volume(load(o.test_on), o.ids, o.scales);
+    d.test.push_back(static_cast<index_t>(vols->size()));
+    vols->push_back(test);
+    for (auto& a : env::augmented_volumes(test, o.test_augmentations, aug, o.seed + 23, 1, o.scales)) {
+      d.test.push_back(static_cast<index_t>(vols->size()));
+      vols->push_back(std::move(a));
+    }
   }
   d.volumes = vols;
   return d;
@@ -179,9 +200,20 @@ int main(int argc, char** argv) {
   Options o;
   app.add_option("--data", o.data, "phantom (default) | brain; --images/--landmarks select rl-medical files")
       ->check(CLI::IsMember({"phantom", "brain"}));
+  app.add_option("--train-on", o.train_on, "brain protocol: the brain trained on (with augmentation)")
+      ->check(CLI::IsMember({"voxelmorph", "mni"}));
+  app.add_option("--test-on", o.test_on, "brain protocol: the brain tested on")->check(CLI::IsMember({"voxelmorph", "mni"}));
+  app.add_option("--augmentations", o.augmentations, "brain protocol: augmented copies of the training brain")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--test-augmentations", o.test_augmentations,
+                 "brain protocol: augmented copies of the test brain tested besides the brain itself")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--data-dir", o.data_dir, "data folder (default: $RLMED_DATA_DIR, else ../shared/data)");
   app.add_option("--images", o.images, "rl-medical image list (one NIfTI path per line)");
   app.add_option("--landmarks", o.landmarks, "rl-medical landmark list (one x,y,z voxel file per image)");
-  app.add_option("--landmark-ids", o.ids, "landmark indices in the files (phantom default: 0 1 2 3)");
+  app.add_option("--landmark-ids", o.ids,
+                 "landmark indices in the files (phantom default: 0 1 2 3; brain default: all 12, in the order "
+                 "thalamus, caudate, putamen, pallidum, hippocampus, amygdala, each L then R)");
   app.add_option("--agent", o.agent, "dqn | double | dueling | dueling-double | collab")
       ->check(CLI::IsMember({"dqn", "double", "dueling", "dueling-double", "collab"}));
   app.add_option("--scales", o.scales, "pyramid levels searched: 1 or 3")->check(CLI::IsMember({1, 3}));
@@ -195,7 +227,14 @@ int main(int argc, char** argv) {
       RLMED_CHECK(!o.images.empty() && !o.landmarks.empty(), "--images and --landmarks go together");
       o.data = "files";
     }
-    if (o.ids.empty()) o.ids = {0, 1, 2, 3};
+    if (o.data_dir.empty()) {
+      const char* env_dir = std::getenv("RLMED_DATA_DIR");
+      o.data_dir = env_dir ? env_dir : "../shared/data";
+    }
+    if (o.ids.empty()) {
+      if (o.data == "brain") o.ids = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+      else o.ids = {0, 1, 2, 3};
+    }
     RLMED_CHECK(static_cast<index_t>(o.ids.size()) <= kMaxAgents, "at most ", kMaxAgents, " landmarks; found ", o.ids.size());
     if (!o.out.empty()) std::filesystem::create_directories(o.out);
     const Data d = load_data(o);

@@ -10,3 +10,5 @@ rlmed_add_test(unit_landmark_env SOURCES landmark/test_landmark_env.cpp LABELS u
 rlmed_add_test(gradcheck_landmark_collab SOURCES landmark/test_landmark_gradcheck.cpp LABELS gradcheck)
 rlmed_add_test(learning_landmark SOURCES landmark/test_landmark_learning.cpp LABELS learning)
 set_tests_properties(learning_landmark PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE)
+#   test_landmark_brain_data.cpp data: brain protocol landmarks (voxelmorph FreeSurfer, MNI152 AAL)
+rlmed_add_test(data_landmark_brain SOURCES landmark/test_landmark_brain_data.cpp LABELS data)

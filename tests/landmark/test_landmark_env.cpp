@@ -376,3 +376,19 @@ TEST_CASE("Collab net routes each row through its agent's head; the trunk is sha
   const std::vector<int> h1{1};
   CHECK_THROWS_AS(single.forward(ctx, TensorView<const float, 5>(xs.view()), h1, sc), Error);
 }
+
+TEST_CASE("spaces: 2·Dim discrete actions, observations shaped [F, cube...]") {
+  const auto img = index_volume(12, 12, 12);
+  env::LandmarkEnvConfig cfg;
+  cfg.cube = 5;
+  cfg.levels = 1;
+  env::LandmarkEnv<3, 4> e(one_volume(img, {img.index_to_physical({6, 6, 6})}, 1), cfg);
+  using Space = env::LandmarkEnv<3, 4>::action_space_type;
+  CHECK(Space::n == 6);
+  CHECK(e.action_space().contains(5));
+  CHECK_FALSE(e.action_space().contains(6));
+  CHECK(e.observation_shape() == Shape<4>{4, 5, 5, 5});
+  e.reset_at(0, 0, img.index_to_physical({6, 6, 6}));
+  CHECK(e.observation().shape() == e.observation_shape());
+  CHECK(env::LandmarkEnv<2, 3>::action_space_type::n == 4);
+}

@@ -45,6 +45,7 @@
 #include "rlmed/imaging/image.hpp"
 #include "rlmed/imaging/patches.hpp"
 #include "rlmed/imaging/pyramid.hpp"
+#include "rlmed/rl/spaces.hpp"
 
 namespace rlmed::env {
 
@@ -214,6 +215,13 @@ class LandmarkEnv {
   using renderer_type = LandmarkRenderer<Dim, Frames>;
   using observation_type = Tensor<float, Dim + 1>;
   using action_type = int;
+  using action_space_type = rl::Discrete<kActions>;
+
+  /// ±1 voxel along x, y(, z) of the current level: actions 2a (+) and 2a + 1 (−) move axis a.
+  static action_space_type action_space() noexcept { return {}; }
+  /// Observations are rendered cubes [F, cube, cube(, cube)] of intensities (normalised volumes:
+  /// [0, 1], 0 outside the grid); no Box space fits a tensor, so the shape is the space.
+  [[nodiscard]] Shape<Dim + 1> observation_shape() const noexcept { return renderer_.obs_shape(); }
 
   LandmarkEnv(LandmarkVolumes<Dim> volumes, const LandmarkEnvConfig& config)
       : config_(checked(config)), renderer_(std::move(volumes), config.cube) {
