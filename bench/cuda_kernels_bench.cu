@@ -1,11 +1,13 @@
 // GPU kernels (issue 8): warp 3D forward / deterministic backward, batched patch extraction,
-// the fused pixel head (sample + log-prob + entropy, and the PA3C gradient step), Adam, and
+// the fused pixel head (sample + log-prob + entropy, and the PA3C gradient step), Adam,
+// dilated 2D and 3D convolution (forward, backward-data, backward-weights) against cuDNN, and
 // the device-to-device copy bandwidth the memory-bound kernels are measured against.
 // Times are CUDA-event times of the kernels alone (manual time); counters report GB/s on the
 // bytes each kernel must move (docs/cuda.md lists them). Peer: bench/peers/cuda_torch.py.
 // Without a device every benchmark reports an error and the program exits normally.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -249,6 +251,195 @@ BENCHMARK(BM_Conv2dDilated)
     ->ArgsProduct({{64}, {128, 256}, {1, 2, 4}, {0, 1, 2}})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
+
+// ---- convolution, 2D and 3D, forward / backward-data / backward-weights: ours vs cuDNN --------
+// Args: batch, In, Out, K, n (input side), padding, dilation, impl; stride 1.
+// impl 0: rlmed's deterministic kernels; 1: cuDNN, CUDNN_FMA_MATH (plain fp32, like ours), the
+// fastest algorithm cudnnFind* reports; 2: cuDNN, CUDNN_DEFAULT_MATH (may use TF32 tensor
+// cores); 3: cuDNN, CUDNN_FMA_MATH, the fastest algorithm reported as CUDNN_DETERMINISTIC.
+// Backward-weights: ours and cuDNN both accumulate into dw (beta = 1); no bias gradient.
+
+enum class ConvOp { forward, backward_data, backward_weights };
+
+/// cuDNN descriptors of one fp32 NC(D)HW cross-correlation.
+struct CudnnConv {
+  cudnnTensorDescriptor_t xd{}, yd{};
+  cudnnFilterDescriptor_t wd{};
+  cudnnConvolutionDescriptor_t cd{};
+
+  static std::vector<int> packed_strides(const std::vector<int>& dims) {
+    std::vector<int> st(dims.size(), 1);
+    for (std::size_t a = dims.size() - 1; a-- > 0;) st[a] = st[a + 1] * dims[a + 1];
+    return st;
+  }
+  CudnnConv(const std::vector<int>& x, const std::vector<int>& w, const std::vector<int>& y, int pad, int dil,
+            cudnnMathType_t math) {
+    const int nd = static_cast<int>(x.size()), spatial = nd - 2;
+    const std::vector<int> xs = packed_strides(x), ys = packed_strides(y);
+    const std::vector<int> pads(static_cast<std::size_t>(spatial), pad), strides(static_cast<std::size_t>(spatial), 1),
+        dils(static_cast<std::size_t>(spatial), dil);
+    RLMED_CUDNN_CHECK(cudnnCreateTensorDescriptor(&xd));
+    RLMED_CUDNN_CHECK(cudnnCreateTensorDescriptor(&yd));
+    RLMED_CUDNN_CHECK(cudnnCreateFilterDescriptor(&wd));
+    RLMED_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&cd));
+    RLMED_CUDNN_CHECK(cudnnSetTensorNdDescriptor(xd, CUDNN_DATA_FLOAT, nd, x.data(), xs.data()));
+    RLMED_CUDNN_CHECK(cudnnSetTensorNdDescriptor(yd, CUDNN_DATA_FLOAT, nd, y.data(), ys.data()));
+    RLMED_CUDNN_CHECK(cudnnSetFilterNdDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, nd, w.data()));
+    RLMED_CUDNN_CHECK(cudnnSetConvolutionNdDescriptor(cd, spatial, pads.data(), strides.data(), dils.data(),
+                                                      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    RLMED_CUDNN_CHECK(cudnnSetConvolutionMathType(cd, math));
+  }
+  CudnnConv(const CudnnConv&) = delete;
+  CudnnConv& operator=(const CudnnConv&) = delete;
+  ~CudnnConv() {
+    cudnnDestroyConvolutionDescriptor(cd);
+    cudnnDestroyFilterDescriptor(wd);
+    cudnnDestroyTensorDescriptor(yd);
+    cudnnDestroyTensorDescriptor(xd);
+  }
+};
+
+/// Index of the fastest successful algorithm (deterministic ones only if asked), or -1.
+template <class Perf>
+int pick_algorithm(const Perf* perf, int found, bool deterministic_only) {
+  for (int i = 0; i < found; ++i)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && (!deterministic_only || perf[i].determinism == CUDNN_DETERMINISTIC))
+      return i;
+  return -1;
+}
+
+template <std::size_t R>
+std::vector<int> dims_of(const Shape<R>& s) {
+  std::vector<int> d(R);
+  for (std::size_t a = 0; a < R; ++a) d[a] = static_cast<int>(s[a]);
+  return d;
+}
+
+template <int Dims, ConvOp Op>
+void BM_Conv(benchmark::State& state) {
+  if (!have_device(state)) return;
+  constexpr std::size_t R = Dims + 2;
+  const index_t B = state.range(0), Ci = state.range(1), Co = state.range(2), K = state.range(3), n = state.range(4),
+                pad = state.range(5), dil = state.range(6), impl = state.range(7);
+  const index_t out = n + 2 * pad - dil * (K - 1);
+  Shape<R> xs{}, ws{}, ys{};
+  xs[0] = B;
+  xs[1] = Ci;
+  ws[0] = Co;
+  ws[1] = Ci;
+  ys[0] = B;
+  ys[1] = Co;
+  for (int a = 0; a < Dims; ++a) {
+    xs[2 + a] = n;
+    ws[2 + a] = K;
+    ys[2 + a] = out;
+  }
+  gpu::CudaContext ctx;
+  cudaStream_t stream = ctx.stream();
+  auto x = device_uniform<float>(xs, 12, -1.f, 1.f, stream);
+  auto w = device_uniform<float>(ws, 13, -0.1f, 0.1f, stream);
+  auto dy = device_uniform<float>(ys, 14, -1.f, 1.f, stream);
+  Tensor<float, R, rlmed::cuda> y(ys), dx(xs), dw(ws);
+  dw.zero(stream);
+  if (impl == 0) {
+    const kernels::ConvParams p{1, pad, dil};
+    kernels::ConvWorkspace<float> cws;
+    time_on_device(state, stream, [&] {
+      if constexpr (Op == ConvOp::forward) {
+        if constexpr (Dims == 2) kernels::conv2d_forward<float>(y.view(), x.view(), w.view(), nullptr, p, stream);
+        else kernels::conv3d_forward<float>(y.view(), x.view(), w.view(), nullptr, p, stream);
+      } else if constexpr (Op == ConvOp::backward_data) {
+        if constexpr (Dims == 2) kernels::conv2d_backward_data<float>(dx.view(), dy.view(), w.view(), p, cws, stream);
+        else kernels::conv3d_backward_data<float>(dx.view(), dy.view(), w.view(), p, stream);
+      } else {
+        if constexpr (Dims == 2) kernels::conv2d_backward_weights<float>(dw.view(), {}, x.view(), dy.view(), p, cws, stream);
+        else kernels::conv3d_backward_weights<float>(dw.view(), {}, x.view(), dy.view(), p, cws, stream);
+      }
+    });
+  } else {
+    const CudnnConv c(dims_of(xs), dims_of(ws), dims_of(ys), static_cast<int>(pad), static_cast<int>(dil),
+                      impl == 2 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
+    const bool deterministic_only = impl == 3;
+    cudnnHandle_t h = ctx.cudnn();
+    const float one = 1.f, zero = 0.f;
+    int found = 0, i = -1, algo = -1;
+    std::size_t ws_bytes = 0;
+    DeviceBuffer<unsigned char> scratch;
+    if constexpr (Op == ConvOp::forward) {
+      cudnnConvolutionFwdAlgoPerf_t perf[16];
+      RLMED_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h, c.xd, c.wd, c.cd, c.yd, 16, &found, perf));
+      if ((i = pick_algorithm(perf, found, deterministic_only)) >= 0) {
+        algo = perf[i].algo;
+        RLMED_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, c.xd, c.wd, c.cd, c.yd, perf[i].algo, &ws_bytes));
+        scratch.reset(static_cast<index_t>(std::max<std::size_t>(ws_bytes, 1)));
+        time_on_device(state, stream, [&] {
+          RLMED_CUDNN_CHECK(cudnnConvolutionForward(h, &one, c.xd, x.data(), c.wd, w.data(), c.cd, perf[i].algo,
+                                                    scratch.data(), ws_bytes, &zero, c.yd, y.data()));
+        });
+      }
+    } else if constexpr (Op == ConvOp::backward_data) {
+      cudnnConvolutionBwdDataAlgoPerf_t perf[16];
+      RLMED_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(h, c.wd, c.yd, c.cd, c.xd, 16, &found, perf));
+      if ((i = pick_algorithm(perf, found, deterministic_only)) >= 0) {
+        algo = perf[i].algo;
+        RLMED_CUDNN_CHECK(
+            cudnnGetConvolutionBackwardDataWorkspaceSize(h, c.wd, c.yd, c.cd, c.xd, perf[i].algo, &ws_bytes));
+        scratch.reset(static_cast<index_t>(std::max<std::size_t>(ws_bytes, 1)));
+        time_on_device(state, stream, [&] {
+          RLMED_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, c.wd, w.data(), c.yd, dy.data(), c.cd, perf[i].algo,
+                                                         scratch.data(), ws_bytes, &zero, c.xd, dx.data()));
+        });
+      }
+    } else {
+      cudnnConvolutionBwdFilterAlgoPerf_t perf[16];
+      RLMED_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(h, c.xd, c.yd, c.cd, c.wd, 16, &found, perf));
+      if ((i = pick_algorithm(perf, found, deterministic_only)) >= 0) {
+        algo = perf[i].algo;
+        RLMED_CUDNN_CHECK(
+            cudnnGetConvolutionBackwardFilterWorkspaceSize(h, c.xd, c.yd, c.cd, c.wd, perf[i].algo, &ws_bytes));
+        scratch.reset(static_cast<index_t>(std::max<std::size_t>(ws_bytes, 1)));
+        time_on_device(state, stream, [&] {
+          RLMED_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, c.xd, x.data(), c.yd, dy.data(), c.cd,
+                                                           perf[i].algo, scratch.data(), ws_bytes, &one, c.wd,
+                                                           dw.data()));
+        });
+      }
+    }
+    if (i < 0) {
+      state.SkipWithError(deterministic_only ? "cuDNN reports no deterministic algorithm" : "cuDNN found no algorithm");
+      return;
+    }
+    state.counters["algo"] = double(algo);
+  }
+  double macs = double(B * Co * Ci);
+  for (int a = 0; a < Dims; ++a) macs *= double(K) * double(out);
+  state.counters["TFLOP/s"] = benchmark::Counter(2.0 * macs * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// PixelRL / PixelDRL-MG: 64 channels at 128² and 256², dilation 1-4 ("same" padding), batch 1;
+// one 480-channel layer at 128².
+void conv2d_args(benchmark::internal::Benchmark* b) {
+  for (int impl = 0; impl < 4; ++impl) {
+    for (int n : {128, 256})
+      for (int dil : {1, 2, 4}) b->Args({1, 64, 64, 3, n, dil, dil, impl});
+    b->Args({1, 480, 480, 3, 128, 2, 2, impl});
+  }
+}
+// The landmark Q-net's four convolutions at batch 48 (45³ input; paddings 1-1-1-0).
+void conv3d_args(benchmark::internal::Benchmark* b) {
+  for (int impl = 0; impl < 4; ++impl) {
+    b->Args({48, 4, 32, 5, 45, 1, 1, impl});
+    b->Args({48, 32, 32, 5, 21, 1, 1, impl});
+    b->Args({48, 32, 64, 4, 9, 1, 1, impl});
+    b->Args({48, 64, 64, 3, 4, 0, 1, impl});
+  }
+}
+BENCHMARK_TEMPLATE(BM_Conv, 2, ConvOp::forward)->Apply(conv2d_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_Conv, 2, ConvOp::backward_data)->Apply(conv2d_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_Conv, 2, ConvOp::backward_weights)->Apply(conv2d_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_Conv, 3, ConvOp::forward)->Apply(conv3d_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_Conv, 3, ConvOp::backward_data)->Apply(conv3d_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_Conv, 3, ConvOp::backward_weights)->Apply(conv3d_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

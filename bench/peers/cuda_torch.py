@@ -16,6 +16,11 @@ Work (float32, CUDA events around the timed call, median of the repetitions):
   pixel_a3c_step      the PA3C loss (value, policy, entropy terms) and its backward to logits and
                       values with autograd, same sizes
   adam_<n>            torch.optim.Adam(fused=True) step on n parameters (foreach as fallback)
+  conv{2,3}d_{fwd,bwd_data,bwd_weight}_b<B>_<In>x<Out>_k<K>_n<n>_p<p>_d<d>_<mode>
+                      the shapes of BM_Conv / BM_Conv2dDilated (stride 1): F.conv2d / F.conv3d,
+                      and aten.convolution_backward with only the input or only the weight
+                      gradient requested; mode fp32 (cuDNN, TF32 off, benchmark on), tf32 (TF32
+                      allowed) or det (torch.backends.cudnn.deterministic, TF32 off)
 Prints one line per benchmark: name, median time in microseconds.
 """
 import statistics
@@ -135,6 +140,38 @@ def bench_adam():
     timeit(f"adam_{n}", opt.step)
 
 
+CONV2D_SHAPES = [(1, 64, 64, 3, n, d, d) for n in (128, 256) for d in (1, 2, 4)] + [(1, 480, 480, 3, 128, 2, 2)]
+CONV3D_SHAPES = [(48, 4, 32, 5, 45, 1, 1), (48, 32, 32, 5, 21, 1, 1), (48, 32, 64, 4, 9, 1, 1), (48, 64, 64, 3, 4, 0, 1)]
+
+
+def set_conv_mode(mode):
+    torch.backends.cudnn.enabled = True
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = mode == "tf32"
+    torch.backends.cudnn.deterministic = mode == "det"
+
+
+def bench_conv():
+    for dims, shapes in ((2, CONV2D_SHAPES), (3, CONV3D_SHAPES)):
+        conv = F.conv2d if dims == 2 else F.conv3d
+        for (b, cin, cout, k, n, p, d) in shapes:
+            out = n + 2 * p - d * (k - 1)
+            x = torch.rand(b, cin, *(n,) * dims, device=dev) * 2 - 1
+            w = (torch.rand(cout, cin, *(k,) * dims, device=dev) * 2 - 1) * 0.1
+            dy = torch.rand(b, cout, *(out,) * dims, device=dev) * 2 - 1
+            ones, pads, dils, zeros = [1] * dims, [p] * dims, [d] * dims, [0] * dims
+            tag = f"b{b}_{cin}x{cout}_k{k}_n{n}_p{p}_d{d}"
+            for mode in ("fp32", "tf32", "det"):
+                set_conv_mode(mode)
+                timeit(f"conv{dims}d_fwd_{tag}_{mode}", lambda: conv(x, w, None, 1, p, d))
+                timeit(f"conv{dims}d_bwd_data_{tag}_{mode}", lambda: torch.ops.aten.convolution_backward(
+                    dy, x, w, None, ones, pads, dils, False, zeros, 1, [True, False, False]))
+                timeit(f"conv{dims}d_bwd_weight_{tag}_{mode}", lambda: torch.ops.aten.convolution_backward(
+                    dy, x, w, None, ones, pads, dils, False, zeros, 1, [False, True, False]))
+            del x, w, dy
+    set_conv_mode("fp32")
+
+
 if __name__ == "__main__":
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}", flush=True)
     bench_copy()
@@ -142,3 +179,4 @@ if __name__ == "__main__":
     bench_patches()
     bench_pixel_head()
     bench_adam()
+    bench_conv()
