@@ -219,4 +219,31 @@ TEST_CASE("packed-GEMM convolutions match the Eigen path") {
   SUBCASE("3D 3x3x3 padding 1, stride 2") { check_conv_paths<3, 4, 6, 3>(nn::ConvConfig<3>(2, 1), Shape<5>{2, 4, 7, 8, 9}); }
   SUBCASE("3D 5^3 valid") { check_conv_paths<3, 2, 8, 5>(nn::ConvConfig<3>(), Shape<5>{2, 2, 9, 9, 9}); }
   SUBCASE("1D") { check_conv_paths<1, 6, 7, 3>(nn::ConvConfig<1>(1, 1), Shape<3>{3, 6, 50}); }
+  // >= 16 column panels of dW: the weight gradient is split over dW's columns (in-register
+  // transposes of the im2col rows, K-block tails that are not multiples of 16).
+  SUBCASE("2D dW split over columns, dilation 2, narrow rows") {
+    check_conv_paths<2, 64, 20, 3>(nn::ConvConfig<2>::same(3, 2), Shape<4>{2, 64, 16, 21});
+  }
+  SUBCASE("2D dW split over columns, more output channels than one M block") {
+    check_conv_paths<2, 56, 270, 3>(nn::ConvConfig<2>(1, 2, 1), Shape<4>{2, 56, 5, 7});
+  }
+  SUBCASE("2D dW split over columns, stride 2") {
+    check_conv_paths<2, 60, 9, 3>(nn::ConvConfig<2>(2, 1), Shape<4>{1, 60, 13, 11});
+  }
+}
+
+TEST_CASE("the column-split weight gradient does not depend on the thread count") {
+  IsaGuard guard;
+  for (GemmIsa isa : supported_isas()) {
+    if (isa == GemmIsa::generic) continue;
+    set_gemm_isa(isa);
+    CAPTURE(gemm_isa_name(isa));
+    const int saved_threads = max_threads();
+    set_num_threads(1);
+    const auto one = run_conv<2, 64, 20, 3>(nn::ConvConfig<2>::same(3, 2), Shape<4>{2, 64, 16, 21});
+    set_num_threads(2);
+    const auto two = run_conv<2, 64, 20, 3>(nn::ConvConfig<2>::same(3, 2), Shape<4>{2, 64, 16, 21});
+    set_num_threads(saved_threads);
+    CHECK(one.dw == two.dw);
+  }
 }

@@ -4,6 +4,8 @@
 //  * BLIS-style: A is packed in MR-row panels, B in NR-column panels (k-major inside a panel),
 //    both zero-padded at the edges, so the micro-kernel never branches on shape; it keeps the
 //    MR x NR tile of C in vector registers for the whole k block and touches C once per block.
+//  * A may also be read in place as strided rows (GemmStridedA; lda != 0 in the micro-kernel):
+//    for convolution weights and dy this measured as fast as packed panels and saves a pass.
 //  * Packing is a functor (pack_a / pack_b below): convolutions pack im2col columns straight
 //    into B panels (nn/layers/conv_gemm.hpp) and pre-pack the weights once per call, so no
 //    column matrix is ever written.
@@ -28,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "rlmed/core/config.hpp"
@@ -53,15 +56,25 @@ inline const char* gemm_isa_name(GemmIsa isa) {
   }
 }
 
-/// Micro-kernel: C[mr, nr] (+)= Apanel[kc, MR]^T-packed * Bpanel[kc, NR]. When !accumulate the
-/// tile is overwritten and initialised with bias[r] (if bias) before the products are added.
-using GemmMicroKernel = void (*)(index_t kc, const float* a, const float* b, float* c, index_t ldc, int mr, int nr,
-                                 bool accumulate, const float* bias);
+/// Micro-kernel: C[mr, nr] (+)= A[mr, kc] * Bpanel[kc, NR]. A is a packed panel (lda == 0:
+/// element (r, k) at a[k * MR + r]) or lda-strided rows read in place (element (r, k) at
+/// a[r * lda + k]; rows >= mr are never read). When !accumulate the tile is overwritten and
+/// initialised with bias[r] (if bias) before the products are added.
+using GemmMicroKernel = void (*)(index_t kc, const float* a, index_t lda, const float* b, float* c, index_t ldc, int mr,
+                                 int nr, bool accumulate, const float* bias);
 
 /// The same with B given as kc row pointers, each to NR readable floats (k-th row of the
 /// panel): lets a convolution point straight into its input instead of copying im2col rows.
-using GemmRowsMicroKernel = void (*)(index_t kc, const float* a, const float* const* b_rows, float* c, index_t ldc,
-                                     int mr, int nr, bool accumulate, const float* bias);
+using GemmRowsMicroKernel = void (*)(index_t kc, const float* a, index_t lda, const float* const* b_rows, float* c,
+                                     index_t ldc, int mr, int nr, bool accumulate, const float* bias);
+
+/// A block handed to the driver in place instead of packed: element (i, k) of the block at
+/// data[i * row_stride + k] (weights [Out, In*K^d] of a convolution are used like this; reading
+/// them in place costs the micro-kernel nothing and saves a pass over the weights per call).
+struct GemmStridedA {
+  const float* data;
+  index_t row_stride;
+};
 
 struct GemmKernel {
   GemmIsa isa;
@@ -86,17 +99,24 @@ inline void store_edge(const float* tmp, int NR, float* c, index_t ldc, int mr, 
 inline const float* b_row(const float* b, index_t k, int NR) { return b + k * NR; }
 inline const float* b_row(const float* const* b, index_t k, int) { return b[k]; }
 
+// Row r of a strided A, clamped to the last valid row (its products land in discarded rows).
+inline const float* a_row(const float* a, index_t lda, int r, int mr) { return a + std::min(r, mr - 1) * lda; }
+
 template <class BRows>
-inline void kernel_generic(index_t kc, const float* a, BRows b, float* c, index_t ldc, int mr, int nr,
+inline void kernel_generic(index_t kc, const float* a, index_t lda, BRows b, float* c, index_t ldc, int mr, int nr,
                            bool accumulate, const float* bias) {
   constexpr int MR = 4, NR = 8;
   float acc[MR * NR];
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NR; ++j) acc[r * NR + j] = (!accumulate && bias && r < mr) ? bias[r] : 0.0f;
-  for (index_t k = 0; k < kc; ++k, a += MR) {
+  const float* rows[MR];
+  for (int r = 0; r < MR; ++r) rows[r] = a_row(a, lda, r, mr);
+  for (index_t k = 0; k < kc; ++k) {
     const float* bk = b_row(b, k, NR);
-    for (int r = 0; r < MR; ++r)
-      for (int j = 0; j < NR; ++j) acc[r * NR + j] += a[r] * bk[j];
+    for (int r = 0; r < MR; ++r) {
+      const float ar = lda == 0 ? a[k * MR + r] : rows[r][k];
+      for (int j = 0; j < NR; ++j) acc[r * NR + j] += ar * bk[j];
+    }
   }
   store_edge(acc, NR, c, ldc, mr, nr, accumulate);
 }
@@ -109,8 +129,8 @@ inline void kernel_generic(index_t kc, const float* a, BRows b, float* c, index_
 
 // AVX2 + FMA, 6 x 16: 12 accumulators + 2 B vectors + 1 broadcast of the 16 ymm registers.
 template <class BRows>
-__attribute__((target("avx2,fma"))) inline void kernel_avx2(index_t kc, const float* a, BRows b, float* c,
-                                                               index_t ldc, int mr, int nr, bool accumulate,
+__attribute__((target("avx2,fma"))) inline void kernel_avx2(index_t kc, const float* a, index_t lda, BRows b,
+                                                               float* c, index_t ldc, int mr, int nr, bool accumulate,
                                                                const float* bias) {
   constexpr int MR = 6, NR = 16;
 #define RLMED_INIT(r)                                                                                   \
@@ -118,18 +138,33 @@ __attribute__((target("avx2,fma"))) inline void kernel_avx2(index_t kc, const fl
   __m256 c1_##r = c0_##r;
   RLMED_GEMM_ROWS6(RLMED_INIT)
 #undef RLMED_INIT
-  for (index_t k = 0; k < kc; ++k, a += MR) {
-    const float* bk = b_row(b, k, NR);
-    const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
-#define RLMED_STEP(r)                                 \
+#define RLMED_STEP(r, addr)                           \
   {                                                   \
-    const __m256 ar = _mm256_broadcast_ss(a + r);     \
+    const __m256 ar = _mm256_broadcast_ss(addr);      \
     c0_##r = _mm256_fmadd_ps(ar, b0, c0_##r);         \
     c1_##r = _mm256_fmadd_ps(ar, b1, c1_##r);         \
   }
-    RLMED_GEMM_ROWS6(RLMED_STEP)
-#undef RLMED_STEP
+  if (lda == 0) {
+    for (index_t k = 0; k < kc; ++k, a += MR) {
+      const float* bk = b_row(b, k, NR);
+      const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
+#define RLMED_PACKED(r) RLMED_STEP(r, a + r)
+      RLMED_GEMM_ROWS6(RLMED_PACKED)
+#undef RLMED_PACKED
+    }
+  } else {
+#define RLMED_ROWPTR(r) const float* a##r = a_row(a, lda, r, mr);
+    RLMED_GEMM_ROWS6(RLMED_ROWPTR)
+#undef RLMED_ROWPTR
+    for (index_t k = 0; k < kc; ++k) {
+      const float* bk = b_row(b, k, NR);
+      const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
+#define RLMED_STRIDED(r) RLMED_STEP(r, a##r + k)
+      RLMED_GEMM_ROWS6(RLMED_STRIDED)
+#undef RLMED_STRIDED
+    }
   }
+#undef RLMED_STEP
   if (mr == MR && nr == NR) {
 #define RLMED_STORE(r)                                               \
   {                                                                  \
@@ -156,8 +191,8 @@ __attribute__((target("avx2,fma"))) inline void kernel_avx2(index_t kc, const fl
 
 // AVX-512, 8 x 32: 16 accumulators, 2 B vectors, broadcasts folded into the FMAs ({1to16}).
 template <class BRows>
-__attribute__((target("avx512f"))) inline void kernel_avx512(index_t kc, const float* a, BRows b, float* c,
-                                                              index_t ldc, int mr, int nr, bool accumulate,
+__attribute__((target("avx512f"))) inline void kernel_avx512(index_t kc, const float* a, index_t lda, BRows b,
+                                                              float* c, index_t ldc, int mr, int nr, bool accumulate,
                                                               const float* bias) {
   constexpr int MR = 8, NR = 32;
 #define RLMED_INIT(r)                                                                                   \
@@ -165,18 +200,33 @@ __attribute__((target("avx512f"))) inline void kernel_avx512(index_t kc, const f
   __m512 c1_##r = c0_##r;
   RLMED_GEMM_ROWS8(RLMED_INIT)
 #undef RLMED_INIT
-  for (index_t k = 0; k < kc; ++k, a += MR) {
-    const float* bk = b_row(b, k, NR);
-    const __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16);
-#define RLMED_STEP(r)                                 \
+#define RLMED_STEP(r, value)                          \
   {                                                   \
-    const __m512 ar = _mm512_set1_ps(a[r]);           \
+    const __m512 ar = _mm512_set1_ps(value);          \
     c0_##r = _mm512_fmadd_ps(ar, b0, c0_##r);         \
     c1_##r = _mm512_fmadd_ps(ar, b1, c1_##r);         \
   }
-    RLMED_GEMM_ROWS8(RLMED_STEP)
-#undef RLMED_STEP
+  if (lda == 0) {
+    for (index_t k = 0; k < kc; ++k, a += MR) {
+      const float* bk = b_row(b, k, NR);
+      const __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16);
+#define RLMED_PACKED(r) RLMED_STEP(r, a[r])
+      RLMED_GEMM_ROWS8(RLMED_PACKED)
+#undef RLMED_PACKED
+    }
+  } else {
+#define RLMED_ROWPTR(r) const float* a##r = a_row(a, lda, r, mr);
+    RLMED_GEMM_ROWS8(RLMED_ROWPTR)
+#undef RLMED_ROWPTR
+    for (index_t k = 0; k < kc; ++k) {
+      const float* bk = b_row(b, k, NR);
+      const __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16);
+#define RLMED_STRIDED(r) RLMED_STEP(r, a##r[k])
+      RLMED_GEMM_ROWS8(RLMED_STRIDED)
+#undef RLMED_STRIDED
+    }
   }
+#undef RLMED_STEP
   if (mr == MR && nr == NR) {
 #define RLMED_STORE(r)                                               \
   {                                                                  \
@@ -286,11 +336,54 @@ struct GemmBuffers {
   }
 };
 
+namespace gemm_detail {
+#if RLMED_GEMM_X86
+// One full 8-row panel of a row-major A (column stride 1): 8 x 8 blocks transposed in AVX
+// registers (24 shuffles per 64 floats instead of 64 strided scalar loads), scalar tail.
+__attribute__((target("avx"))) inline void pack_a_panel8_rowmajor(const float* src, index_t rs, index_t kc,
+                                                                   float* dst) {
+  index_t k = 0;
+  for (; k + 8 <= kc; k += 8, dst += 64) {
+    const __m256 r0 = _mm256_loadu_ps(src + 0 * rs + k), r1 = _mm256_loadu_ps(src + 1 * rs + k);
+    const __m256 r2 = _mm256_loadu_ps(src + 2 * rs + k), r3 = _mm256_loadu_ps(src + 3 * rs + k);
+    const __m256 r4 = _mm256_loadu_ps(src + 4 * rs + k), r5 = _mm256_loadu_ps(src + 5 * rs + k);
+    const __m256 r6 = _mm256_loadu_ps(src + 6 * rs + k), r7 = _mm256_loadu_ps(src + 7 * rs + k);
+    const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    // Column j of the 8 x 8 block (k + j) = lane j of every row: low halves give k..k+3.
+    _mm256_storeu_ps(dst + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+  }
+  for (; k < kc; ++k, dst += 8)
+    for (int r = 0; r < 8; ++r) dst[r] = src[r * rs + k];
+}
+#endif
+}  // namespace gemm_detail
+
 /// Packs rows [i0, i0 + m) x cols [k0, k0 + kc) of a strided A into MR-row panels (zero-padded).
 inline void gemm_pack_a(const float* A, index_t rs, index_t cs, index_t i0, index_t m, index_t k0, index_t kc, int MR,
                         float* dst) {
   for (index_t p = 0; p < m; p += MR) {
     const index_t rows = std::min<index_t>(MR, m - p);
+#if RLMED_GEMM_X86
+    if (MR == 8 && rows == 8 && cs == 1 && gemm_detail::cpu_has(GemmIsa::avx2)) {
+      gemm_detail::pack_a_panel8_rowmajor(A + (i0 + p) * rs + k0, rs, kc, dst);
+      dst += 8 * kc;
+      continue;
+    }
+#endif
     for (index_t k = 0; k < kc; ++k) {
       const float* src = A + (i0 + p) * rs + (k0 + k) * cs;
       index_t r = 0;
@@ -325,7 +418,8 @@ inline void gemm_pack_b(const float* B, index_t rs, index_t cs, index_t k0, inde
 }
 
 /// The blocked driver. pack_a(i0, m, k0, kc, dst) -> const float* returns the packed panels of
-/// A[i0:i0+m, k0:k0+kc] (it may ignore dst and return pre-packed memory); pack_b(k0, kc, j0, nr,
+/// A[i0:i0+m, k0:k0+kc] (it may ignore dst and return pre-packed memory), or -> GemmStridedA the
+/// block read in place (no packing; the ablock buffer is then unused); pack_b(k0, kc, j0, nr,
 /// dst) fills one panel of B[k0:k0+kc, j0:j0+nr]. C [M, N] with row stride ldc; accumulate: C +=
 /// A B, else C = A B (+ bias[i] per row when bias is given).
 /// With RowsB, pack_b(k0, kc, j0, nr, scratch, rows) instead fills rows[0 .. kc) with pointers to
@@ -350,7 +444,16 @@ void gemm_blocked(const GemmKernel& kern, index_t M, index_t N, index_t K, PackA
       const index_t kc = std::min(KC, K - pc);
       const bool acc = accumulate || pc > 0;
       const float* bias_block = (!acc && bias) ? bias + ic : nullptr;
-      const float* ap = pack_a(ic, mc, pc, kc, ablock);
+      // Packed panels are kc apart; an in-place block (GemmStridedA) has its rows lda apart.
+      const float* ap;
+      index_t lda = 0, panel_step = kc;
+      if constexpr (std::is_same_v<decltype(pack_a(ic, mc, pc, kc, ablock)), GemmStridedA>) {
+        const GemmStridedA blk = pack_a(ic, mc, pc, kc, ablock);
+        ap = blk.data;
+        lda = panel_step = blk.row_stride;
+      } else {
+        ap = pack_a(ic, mc, pc, kc, ablock);
+      }
       for (index_t jr = 0; jr < N; jr += NR) {
         const index_t nr = std::min<index_t>(NR, N - jr);
         if constexpr (RowsB)
@@ -361,10 +464,11 @@ void gemm_blocked(const GemmKernel& kern, index_t M, index_t N, index_t K, PackA
           const int mr = static_cast<int>(std::min<index_t>(MR, mc - ir));
           float* ct = C + (ic + ir) * ldc + jr;
           const float* bias_tile = bias_block ? bias_block + ir : nullptr;
+          const float* a_tile = ap + ir * panel_step;
           if constexpr (RowsB)
-            kern.fn_rows(kc, ap + ir * kc, brows, ct, ldc, mr, static_cast<int>(nr), acc, bias_tile);
+            kern.fn_rows(kc, a_tile, lda, brows, ct, ldc, mr, static_cast<int>(nr), acc, bias_tile);
           else
-            kern.fn(kc, ap + ir * kc, bpanel, ct, ldc, mr, static_cast<int>(nr), acc, bias_tile);
+            kern.fn(kc, a_tile, lda, bpanel, ct, ldc, mr, static_cast<int>(nr), acc, bias_tile);
         }
       }
     }

@@ -167,10 +167,11 @@ class ConvModule {
     const index_t kvol = w.kernel_size();
     scratch_.flipped.resize(Shape<2>{In, Out * kvol});
     const T* src = weight.value.data();
-    for (index_t o = 0; o < Out; ++o)
-      for (index_t c = 0; c < In; ++c)
-        for (index_t k = 0; k < kvol; ++k)
-          scratch_.flipped(c, o * kvol + (kvol - 1 - k)) = src[(o * In + c) * kvol + k];
+    T* dst = scratch_.flipped.data();
+    parallel_for(0, In, [&](index_t c) {
+      for (index_t o = 0; o < Out; ++o)
+        for (index_t k = 0; k < kvol; ++k) dst[c * Out * kvol + o * kvol + (kvol - 1 - k)] = src[(o * In + c) * kvol + k];
+    }, 8);
   }
 
   ConvScratch<T> scratch_;
