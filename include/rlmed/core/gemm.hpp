@@ -394,14 +394,6 @@ inline void gemm_pack_a(const float* A, index_t rs, index_t cs, index_t i0, inde
   }
 }
 
-/// Packs a whole [M, K] A once, in the block layout gemm_packed_a() reads: for each K block
-/// (gemm_k_block) the ceil(M / MR) panels of that block; size gemm_prepacked_a_size().
-inline index_t gemm_prepacked_a_size(index_t M, index_t K, int MR) { return (M + MR - 1) / MR * MR * K; }
-inline void gemm_prepack_a(const float* A, index_t rs, index_t cs, index_t M, index_t K, int MR, float* dst) {
-  const index_t KC = gemm_k_block(K), Mpad = (M + MR - 1) / MR * MR;
-  for (index_t pc = 0; pc < K; pc += KC) gemm_pack_a(A, rs, cs, 0, M, pc, std::min(KC, K - pc), MR, dst + pc * Mpad);
-}
-
 /// Packs rows [k0, k0 + kc) x cols [j0, j0 + nr) of a strided B into one NR-column panel.
 inline void gemm_pack_b(const float* B, index_t rs, index_t cs, index_t k0, index_t kc, index_t j0, index_t nr,
                         int NR, float* dst) {
@@ -437,7 +429,9 @@ void gemm_blocked(const GemmKernel& kern, index_t M, index_t N, index_t K, PackA
   const index_t KC = gemm_k_block(K), MC = gemm_detail::mc_max / MR * MR;
   float* bpanel = buf.b(KC * NR);
   const float** brows = RowsB ? buf.rows(KC) : nullptr;
-  float* ablock = buf.a(std::min(MC, (M + MR - 1) / MR * MR) * KC);
+  constexpr bool a_in_place = std::is_same_v<std::invoke_result_t<PackA&, index_t, index_t, index_t, index_t, float*>,
+                                             GemmStridedA>;
+  float* ablock = a_in_place ? nullptr : buf.a(std::min(MC, (M + MR - 1) / MR * MR) * KC);
   for (index_t ic = 0; ic < M; ic += MC) {
     const index_t mc = std::min(MC, M - ic);
     for (index_t pc = 0; pc < K; pc += KC) {
@@ -447,7 +441,7 @@ void gemm_blocked(const GemmKernel& kern, index_t M, index_t N, index_t K, PackA
       // Packed panels are kc apart; an in-place block (GemmStridedA) has its rows lda apart.
       const float* ap;
       index_t lda = 0, panel_step = kc;
-      if constexpr (std::is_same_v<decltype(pack_a(ic, mc, pc, kc, ablock)), GemmStridedA>) {
+      if constexpr (a_in_place) {
         const GemmStridedA blk = pack_a(ic, mc, pc, kc, ablock);
         ap = blk.data;
         lda = panel_step = blk.row_stride;
